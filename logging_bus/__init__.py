@@ -1,0 +1,1 @@
+"""The log bus: sources append to a durable store, everything downstream reads by cursor."""

@@ -1,0 +1,425 @@
+"""One container: its record, writable layer, volumes and cgroup, and one run at a time.
+
+`Container.create` makes the record and the writable layer (they live until `remove`, as
+Docker's); `start` asks the fork server for PID 1 and returns once the command has been
+exec'd; `wait` reaps it, reads the OOM counter and removes the cgroup, so no process of the
+container remains; `stop` is stop_signal, then SIGKILL after stop_grace_period.  A service's
+restart loop (supervisor issue) calls start/wait again on the same Container.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from supervisor import config
+from supervisor.capabilities import CAPABILITIES, effective_set
+from supervisor.errors import ContainerError, SupervisorError
+from supervisor.linux.cgroups import Cgroup, Limits, Stats
+from supervisor.paths import ProjectPaths
+from supervisor.protocol import ContainerRecord, MountRecord
+from supervisor.rootfs import HOST_IMAGE, host_base_layer
+from supervisor.runtime import ContainerProcess, Runtime
+from supervisor.units import ULIMITS
+from supervisor.volumes import Volumes, remove_tree
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# moby's oci/defaults.go
+MASKED_PATHS = ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+                "/sys/devices/virtual/powercap"]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+TINI_CANDIDATES = ("/usr/bin/tini-static", "/usr/bin/docker-init")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    exit_code: int
+    oom_killed: bool = False
+
+
+def load_record(path: Path) -> ContainerRecord:
+    return msgspec.json.decode(path.read_bytes(), type=ContainerRecord)
+
+
+def list_records(paths: ProjectPaths) -> list[ContainerRecord]:
+    if not paths.containers.is_dir():
+        return []
+    out = []
+    for d in sorted(paths.containers.iterdir()):
+        try:
+            out.append(load_record(d / "record.json"))
+        except (OSError, msgspec.DecodeError):
+            continue
+    return out
+
+
+def resolve_mounts(cfg: config.Container, volumes: Volumes,
+                   peers: Mapping[str, ContainerRecord]) -> list[MountRecord]:
+    """The container's own volumes, then `volumes_from` (own targets win), then tmpfs."""
+    own: list[MountRecord] = []
+    for v in cfg.volumes:
+        if v.type == "bind":
+            assert v.source is not None
+            os.makedirs(v.source, exist_ok=True) if not os.path.exists(v.source) else None
+            own.append(MountRecord(type="bind", source=v.source, target=v.target,
+                                   read_only=v.read_only))
+        elif v.type == "volume":
+            assert v.source is not None
+            own.append(MountRecord(type="volume", source=str(volumes.ensure(v.source)),
+                                   target=v.target, read_only=v.read_only, name=v.source))
+        else:
+            name, data = volumes.new_anonymous()
+            own.append(MountRecord(type="volume", source=str(data), target=v.target,
+                                   read_only=v.read_only, name=name, anonymous=True))
+    targets = {m.target for m in own}
+    inherited: list[MountRecord] = []
+    for vf in cfg.volumes_from:
+        peer = peers.get(vf.container)
+        if peer is None:
+            raise ContainerError(cfg.name, f"volumes_from: no container named {vf.container!r}")
+        for m in peer.mounts:
+            if m.type == "tmpfs" or m.target in targets:
+                continue
+            targets.add(m.target)
+            inherited.append(msgspec.structs.replace(
+                m, read_only=m.read_only or vf.read_only, anonymous=False))
+    tmpfs = [MountRecord(type="tmpfs", source="", target=t.target) for t in cfg.tmpfs]
+    return own + inherited + tmpfs
+
+
+def _hosts_file(hostname: str) -> str:
+    return (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"127.0.1.1\t{hostname}\n")
+
+
+def _resolv_conf() -> str:
+    """The host's resolver minus loopback servers (unreachable from the container), as
+    Docker does."""
+    try:
+        lines = Path("/etc/resolv.conf").read_text().splitlines()
+    except OSError:
+        return ""
+    keep = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#") and not (
+        ln.split()[0] == "nameserver" and len(ln.split()) > 1 and (
+            ln.split()[1].startswith("127.") or ln.split()[1] == "::1"))]
+    return "\n".join(keep) + "\n" if keep else ""
+
+
+class Container:
+    """A container of one project: created once, run many times, removed once."""
+
+    def __init__(self, runtime: Runtime, paths: ProjectPaths, cfg: config.Container,
+                 record: ContainerRecord) -> None:
+        self.runtime = runtime
+        self.paths = paths
+        self.cfg = cfg
+        self.record = record
+        self.dir = paths.container(cfg.name)
+        self.process: ContainerProcess | None = None
+        self._cgroup: Cgroup | None = None
+        self._exit: ExitInfo | None = None
+        self._finished = trio.Event()
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    # -- records --------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, runtime: Runtime, paths: ProjectPaths, cfg: config.Container,
+               peers: Mapping[str, ContainerRecord] | None = None) -> Container:
+        d = paths.container(cfg.name)
+        if (d / "record.json").exists():
+            raise ContainerError(
+                cfg.name, f"the container name is already in use in project {paths.project} "
+                f"(remove it with: supervise rm {cfg.name})")
+        if cfg.rootfs is not None and not Path(cfg.rootfs).is_dir():
+            raise ContainerError(cfg.name, f"rootfs {cfg.rootfs}: no such directory")
+        if cfg.image is not None and cfg.image != HOST_IMAGE:
+            raise ContainerError(cfg.name, f"image {cfg.image!r}: no such image (only the "
+                                 "reserved image 'host' and rootfs directories exist yet)")
+        if not (cfg.entrypoint or cfg.command):
+            raise ContainerError(cfg.name, "no command specified")
+        try:
+            for sub in ("upper", "work", "merged", "etc"):
+                (d / sub).mkdir(parents=True, exist_ok=True)
+            hostname = cfg.hostname or cfg.name
+            (d / "etc/hostname").write_text(hostname + "\n")
+            (d / "etc/hosts").write_text(_hosts_file(hostname))
+            (d / "etc/resolv.conf").write_text(_resolv_conf())
+            mounts = resolve_mounts(cfg, Volumes(paths), peers or {})
+        except OSError as e:
+            remove_tree(d)
+            raise ContainerError(cfg.name, f"create: {e.strerror}: {e.filename}") from e
+        except SupervisorError:
+            remove_tree(d)
+            raise
+        record = ContainerRecord(name=cfg.name, project=paths.project, created=now(),
+                                 config=msgspec.json.encode(cfg), mounts=mounts,
+                                 cgroup=paths.kernel_name(cfg.name))
+        self = cls(runtime, paths, cfg, record)
+        self.save()
+        return self
+
+    @classmethod
+    def load(cls, runtime: Runtime, paths: ProjectPaths, name: str) -> Container:
+        try:
+            record = load_record(paths.container(name) / "record.json")
+        except FileNotFoundError:
+            raise ContainerError(name, f"no such container in project {paths.project}") from None
+        cfg = msgspec.json.decode(record.config, type=config.Container)
+        return cls(runtime, paths, cfg, record)
+
+    def save(self) -> None:
+        tmp = self.dir / "record.json.tmp"
+        tmp.write_bytes(msgspec.json.encode(self.record))
+        tmp.replace(self.dir / "record.json")
+
+    def remove(self, *, volumes: bool = False) -> None:
+        """Deletes the writable layer and the record (and anonymous volumes if asked)."""
+        if self.process is not None and self.process.returncode is None:
+            raise ContainerError(self.name, "cannot remove a running container; stop it first")
+        if volumes:
+            store = Volumes(self.paths)
+            for m in self.record.mounts:
+                if m.anonymous and m.name:
+                    remove_tree(store.paths.volumes / m.name)
+        remove_tree(self.dir)
+
+    # -- one run --------------------------------------------------------------------------
+
+    def _argv(self) -> list[str]:
+        argv = list(self.cfg.entrypoint or []) + list(self.cfg.command or [])
+        if self.cfg.init:
+            return ["/dev/init", "--", *argv]
+        return argv
+
+    def _env(self) -> dict[str, str]:
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.cfg.hostname or self.cfg.name}
+        if self.cfg.tty:
+            env["TERM"] = "xterm"
+        env.update(self.cfg.environment)
+        return env
+
+    def _caps(self) -> list[int]:
+        wanted = effective_set(self.cfg.cap_add, self.cfg.cap_drop)
+        have = self.runtime.permitted_caps
+        missing = [c for c in self.cfg.cap_add if c != "ALL" and not have >> CAPABILITIES[c] & 1]
+        if missing:
+            raise ContainerError(self.name, f"cap_add: supervise itself lacks {missing[0]}")
+        return sorted(CAPABILITIES[c] for c in wanted if have >> CAPABILITIES[c] & 1)
+
+    def _rlimits(self) -> list[tuple[int, int, int]]:
+        return [(ULIMITS[name], u.soft, u.hard) for name, u in self.cfg.ulimits.items()]
+
+    def _lower_and_mounts(self) -> tuple[list[str], list[dict[str, Any]]]:
+        mounts: list[dict[str, Any]] = []
+        if self.cfg.rootfs is not None:
+            lower = [self.cfg.rootfs]
+        else:
+            lower = [str(host_base_layer(self.paths.layers))]
+            mounts.append({"type": "bind", "source": "/usr", "target": "/usr",
+                           "read_only": True})
+        vols = sorted(self.record.mounts, key=lambda m: m.target.rstrip("/").count("/"))
+        tmpfs_opts = {t.target: t for t in self.cfg.tmpfs}
+        for m in vols:
+            if m.type == "tmpfs":
+                t = tmpfs_opts.get(m.target)
+                opts = ["mode=1777" if t is None or t.mode is None else f"mode={t.mode:o}"]
+                if t is not None and t.size is not None:
+                    opts.append(f"size={t.size}")
+                mounts.append({"type": "tmpfs", "target": m.target, "data": ",".join(opts)})
+            else:
+                mounts.append({"type": "bind", "source": m.source, "target": m.target,
+                               "read_only": m.read_only})
+        for name in ("hostname", "hosts", "resolv.conf"):
+            mounts.append({"type": "bind", "source": str(self.dir / "etc" / name),
+                           "target": f"/etc/{name}"})
+        return lower, mounts
+
+    def _init_binary(self) -> str | None:
+        if not self.cfg.init:
+            return None
+        for path in TINI_CANDIDATES:
+            if os.path.exists(path):
+                return path
+        raise ContainerError(self.name, "init = true needs tini-static on the host "
+                             "(apt-get install tini)")
+
+    def run_spec(self, cgroup: Cgroup) -> dict[str, Any]:
+        """The request the fork server turns into PID 1 (plain types only: marshal)."""
+        lower, mounts = self._lower_and_mounts()
+        return {
+            "op": "run", "cgroup_procs": cgroup.procs_files,
+            "merged": str(self.dir / "merged"), "upper": str(self.dir / "upper"),
+            "work": str(self.dir / "work"), "lower": lower, "mounts": mounts,
+            "hostname": self.cfg.hostname or self.cfg.name, "read_only": self.cfg.read_only,
+            "shm_size": self.cfg.shm_size, "init_binary": self._init_binary(),
+            "masked": MASKED_PATHS, "readonly_paths": READONLY_PATHS,
+            "argv": self._argv(), "env": self._env(), "cwd": self.cfg.working_dir or "/",
+            "user": self.cfg.user, "caps": self._caps(), "last_cap": self.runtime.last_cap,
+            "rlimits": self._rlimits(), "tty": self.cfg.tty, "no_new_privs": True,
+        }
+
+    def _limits(self) -> Limits:
+        return Limits(memory=self.cfg.mem_limit, memswap=self.cfg.memswap_limit,
+                      cpus=self.cfg.cpus, pids=self.cfg.pids_limit)
+
+    async def start(self, stdin: int, stdout: int, stderr: int) -> ContainerProcess:
+        """Starts one run; returns once the command is exec'd.  The fds are duplicated into
+        the container, the caller keeps (and closes) its own."""
+        if self.process is not None and self.process.returncode is None:
+            raise ContainerError(self.name, "already running")
+        cgroup = self.runtime.cgroups.create(self.record.cgroup)
+        try:
+            cgroup.apply(self._limits())
+            spec = self.run_spec(cgroup)
+        except SupervisorError:
+            cgroup.remove()
+            raise
+        self._cgroup, self._exit, self._finished = cgroup, None, trio.Event()
+        proc = await self._spawn(spec, [stdin, stdout, stderr])
+        self.process = proc
+        self.record.status, self.record.pid = "running", proc.pid
+        self.record.started_at, self.record.exit_code = now(), None
+        self.record.oom_killed, self.record.error = False, ""
+        self.save()
+        return proc
+
+    async def _spawn(self, spec: dict[str, Any], stdio: Sequence[int]) -> ContainerProcess:
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            proc = await self.runtime.spawn(spec, [*stdio, status_w])
+        except SupervisorError as e:
+            os.close(status_r)
+            if self._cgroup is not None and spec["op"] == "run":
+                self._cgroup.remove()
+            raise ContainerError(self.name, str(e)) from e
+        finally:
+            os.close(status_w)
+        failure = await _read_all(status_r)
+        if failure:
+            code_text, _, message = failure.decode(errors="replace").partition(" ")
+            code = await proc.wait()
+            if spec["op"] == "run":
+                self.process = proc
+                await self._finish(proc)
+                self.record.error = message
+                self.save()
+            raise ContainerError(self.name, message, exit_code=int(code_text or code))
+        return proc
+
+    async def wait(self) -> ExitInfo:
+        """Waits for the current run to end; afterwards nothing of it is left running."""
+        if self.process is None:
+            raise ContainerError(self.name, "not started")
+        await self._finish(self.process)
+        await self._finished.wait()
+        assert self._exit is not None
+        return self._exit
+
+    async def _finish(self, proc: ContainerProcess) -> None:
+        code = await proc.wait()
+        if self._finished.is_set() or self._exit is not None:
+            return
+        oom = False
+        if self._cgroup is not None:
+            cgroup, self._cgroup = self._cgroup, None
+            oom = cgroup.oom_kills() > 0
+            # PID 1's death SIGKILLs its pid namespace; the cgroup catches any straggler.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_empty_and_remove, cgroup)
+        self._exit = ExitInfo(code, oom)
+        self.record.status, self.record.pid = "exited", 0
+        self.record.exit_code, self.record.oom_killed = code, oom
+        self.record.finished_at = now()
+        self.save()
+        self._finished.set()
+
+    async def stop(self, timeout: float | None = None,
+                   signal_number: int | None = None) -> ExitInfo:
+        """stop_signal, then SIGKILL after the grace period (Docker's `stop`)."""
+        proc = self.process
+        if proc is None or proc.returncode is not None:
+            return self._exit or ExitInfo(self.record.exit_code or 0, self.record.oom_killed)
+        grace = self.cfg.stop_grace_period if timeout is None else timeout
+        proc.send_signal(signal_number or self.cfg.stop_signal)
+        with trio.move_on_after(grace):
+            return await self.wait()
+        proc.send_signal(9)
+        return await self.wait()
+
+    def running_pid(self) -> int | None:
+        """PID 1's host pid while running, also when another process started it."""
+        if self.process is not None:
+            return self.process.pid if self.process.returncode is None else None
+        pid = self.record.pid
+        if self.record.status == "running" and pid and os.path.exists(f"/proc/{pid}"):
+            return pid
+        return None
+
+    def stats(self) -> Stats | None:
+        """Live cgroup figures (memory, CPU, pids) of a running container."""
+        cgroup = self._cgroup or self.runtime.cgroups.open(self.record.cgroup)
+        return cgroup.stats() if cgroup is not None else None
+
+    def kill(self, signal_number: int = 9) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal_number)
+
+    async def exec(self, argv: list[str], *, stdin: int, stdout: int, stderr: int,
+                   env: Mapping[str, str] | None = None, user: str | None = None,
+                   workdir: str | None = None, tty: bool = False) -> ContainerProcess:
+        """An extra process in the running container: its namespaces, root and cgroup."""
+        target = self.running_pid()
+        if target is None:
+            raise ContainerError(self.name, "is not running")
+        cgroup = self.runtime.cgroups.open(self.record.cgroup)
+        full_env = self._env()
+        full_env.update(env or {})
+        spec = {
+            "op": "exec", "target_pid": target,
+            "cgroup_procs": cgroup.procs_files if cgroup else [],
+            "argv": argv, "env": full_env, "cwd": workdir or self.cfg.working_dir or "/",
+            "user": user if user is not None else self.cfg.user, "caps": self._caps(),
+            "last_cap": self.runtime.last_cap, "rlimits": self._rlimits(), "tty": tty,
+            "no_new_privs": True,
+        }
+        return await self._spawn(spec, [stdin, stdout, stderr])
+
+
+def _empty_and_remove(cgroup: Cgroup) -> None:
+    cgroup.kill_all()
+    cgroup.remove()
+
+
+async def _read_all(fd: int) -> bytes:
+    """Reads a pipe to EOF without blocking trio (the status pipe is tiny)."""
+    os.set_blocking(fd, False)
+    chunks: list[bytes] = []
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)
+                continue
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)

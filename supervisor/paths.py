@@ -1,0 +1,57 @@
+"""Where a project keeps its state and runtime files (conventions.md, "Projects...").
+
+State (volumes, container records, the log store, leases, offsets) lives under
+``$SUPERVISE_STATE_DIR`` (default ``/var/lib/supervise``); runtime files (api.sock, pid file,
+lock) under ``$SUPERVISE_RUN_DIR`` (default ``/run/supervise``), each in a folder per project.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+
+
+def state_root(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get("SUPERVISE_STATE_DIR") or "/var/lib/supervise")
+
+
+def run_root(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get("SUPERVISE_RUN_DIR") or "/run/supervise")
+
+
+@dataclass(frozen=True)
+class ProjectPaths:
+    """Every place one project owns, derived from its name."""
+
+    project: str
+    state: Path
+    run: Path
+
+    @classmethod
+    def for_project(cls, project: str, environ: Mapping[str, str] = os.environ) -> ProjectPaths:
+        return cls(project, state_root(environ) / project, run_root(environ) / project)
+
+    @property
+    def containers(self) -> Path:
+        return self.state / "containers"
+
+    def container(self, name: str) -> Path:
+        return self.containers / name
+
+    @property
+    def volumes(self) -> Path:
+        return self.state / "volumes"
+
+    @property
+    def layers(self) -> Path:
+        """Read-only lower layers made by supervise itself (the `host` image's base)."""
+        return self.state / "layers"
+
+    def kernel_name(self, container: str) -> str:
+        """The name of the container's kernel objects (cgroups, namespaces)."""
+        return f"supervise-{self.project}-{container}"

@@ -1,0 +1,91 @@
+"""The leak guard: what a privileged test leaves behind fails it.
+
+Compares, before and after a test: mounts, cgroups named supervise-*, network namespaces,
+links in the root network namespace, and this process's descendants (zombies included).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _mounts() -> set[str]:
+    out = set()
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        out.add(f"{fields[4]} ({fields[fields.index('-') + 1]})")
+    return out
+
+
+def _cgroups() -> set[str]:
+    found = set()
+    base = Path("/sys/fs/cgroup")
+    for top in base.iterdir() if base.is_dir() else []:
+        stack = [(top, 0)]
+        while stack:
+            d, depth = stack.pop()
+            try:
+                children = [c for c in d.iterdir() if c.is_dir()]
+            except OSError:
+                continue
+            for c in children:
+                if c.name.startswith("supervise-"):
+                    found.add(str(c))
+                if depth < 4:
+                    stack.append((c, depth + 1))
+    return found
+
+
+def _netns() -> set[str]:
+    d = Path("/run/netns")
+    return {p.name for p in d.iterdir()} if d.is_dir() else set()
+
+
+def _links() -> set[str]:
+    return {p.name for p in Path("/sys/class/net").iterdir()}
+
+
+def _descendants() -> set[str]:
+    me = os.getpid()
+    children: dict[int, list[tuple[int, str]]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm_end = stat.rindex(")")
+        fields = stat[comm_end + 2:].split()
+        ppid = int(fields[1])
+        children.setdefault(ppid, []).append((int(entry.name), stat[stat.index("(") + 1:
+                                                                     comm_end] + f" {fields[0]}"))
+    out, todo = set(), [me]
+    while todo:
+        for pid, desc in children.get(todo.pop(), []):
+            out.add(f"{pid} {desc}")
+            todo.append(pid)
+    return out
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    mounts: set[str]
+    cgroups: set[str]
+    netns: set[str]
+    links: set[str]
+    processes: set[str]
+
+    @classmethod
+    def take(cls) -> Snapshot:
+        return cls(_mounts(), _cgroups(), _netns(), _links(), _descendants())
+
+    def leaks_since(self, before: Snapshot) -> list[str]:
+        out = []
+        for field in ("mounts", "cgroups", "netns", "links", "processes"):
+            extra = getattr(self, field) - getattr(before, field)
+            if extra:
+                out.append(f"{field}: {sorted(extra)}")
+        return out
