@@ -10,8 +10,9 @@ test_deps=0
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
-packages=(python3 python3-venv python3-pip busybox-static tini iproute2 nftables)
-[ "$test_deps" = 1 ] && packages+=(redis-server redis-tools tmux)
+packages=(python3 python3-venv python3-pip busybox-static tini iproute2 nftables
+          redis-server redis-tools)
+[ "$test_deps" = 1 ] && packages+=(tmux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
