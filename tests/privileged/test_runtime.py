@@ -381,3 +381,39 @@ def test_exec_into_missing_container(project: ProjectPaths) -> None:
     r = sv("exec", "ghost", "true")
     assert r.returncode == 125
     assert r.stderr == f"ghost: no such container in project {project.project}\n"
+
+
+# -- the rest of `run`'s flags ------------------------------------------------------------------
+
+def test_run_tty_and_interactive(project: ProjectPaths, busybox_rootfs: Path) -> None:
+    r = sv("run", "--rm", "-t", str(busybox_rootfs), "sh", "-c",
+           "test -t 0 && test -t 1 && echo tty-ok; echo TERM=$TERM")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.replace("\r", "").split() == ["tty-ok", "TERM=xterm"]
+    r = sv("run", "--rm", "-i", str(busybox_rootfs), "tr", "a-z", "A-Z", input="hello\n")
+    assert (r.returncode, r.stdout) == (0, "HELLO\n")
+    r = sv("run", "--rm", str(busybox_rootfs), "cat", input="ignored\n")
+    assert (r.returncode, r.stdout) == (0, "")  # without -i stdin is /dev/null, as Docker's
+
+
+def test_run_env_ulimit_shm_tmpfs(project: ProjectPaths, busybox_rootfs: Path,
+                                  tmp_path: Path) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text("FROM_FILE=1\nBOTH=file\n")
+    r = sv("run", "--rm", "--env-file", str(env_file), "-e", "BOTH=flag", "-e", "PLAIN=x",
+           "--ulimit", "nofile=1024:2048", "--shm-size", "16m", "--tmpfs", "/run:size=1m",
+           str(busybox_rootfs), "sh", "-c",
+           "echo $FROM_FILE $BOTH $PLAIN $HOME; ulimit -n; ulimit -Hn; "
+           "df -k /dev/shm /run | tail -2 | awk '{print $2}'")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "flag", "x", "/root", "1024", "2048", "16384", "1024"]
+
+
+def test_run_bad_flag_is_one_line(project: ProjectPaths, busybox_rootfs: Path) -> None:
+    r = sv("run", "--memory", "lots", str(busybox_rootfs), "true")
+    assert (r.returncode, r.stderr) == (
+        2, "supervise run: --memory: expected a size such as '256m', got 'lots'\n")
+    r = sv("run", "--rm", "/no/such/rootfs", "true")
+    assert r.returncode == 125
+    assert r.stderr.endswith(": rootfs /no/such/rootfs: no such directory\n")
+    assert "Traceback" not in r.stderr

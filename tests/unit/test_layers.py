@@ -1,0 +1,99 @@
+"""design.md's layering: imports only point down, and a few rules of who may import what.
+
+Every module must be placed in LAYERS; a new module fails this test until it is.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+LAYERS: dict[str, int] = {
+    # L0 leaves
+    "supervisor": 0, "supervisor.errors": 0, "supervisor.config": 0,
+    "supervisor.config_keys": 0, "supervisor.units": 0, "supervisor.interpolate": 0,
+    "supervisor.toml_writer": 0, "supervisor.protocol": 0, "supervisor.paths": 0,
+    "supervisor.capabilities": 0, "logging_bus": 0,
+    # L2 kernel (sync, no trio)
+    "supervisor.linux": 2, "supervisor.linux.init": 2, "supervisor.linux.namespaces": 2,
+    "supervisor.linux.cgroups": 2,
+    # L3 engines
+    "supervisor.runtime": 3, "supervisor.container": 3, "supervisor.volumes": 3,
+    "supervisor.rootfs": 3,
+    # L4 orchestrate
+    "supervisor.foreground": 4,
+    # L5 entry
+    "supervisor.cli": 5, "supervisor.__main__": 5,
+}
+THIRD_PARTY_HOME = {"pyroute2": {"supervisor.linux.netlink"},
+                    "prompt_toolkit": {"supervisor.tui"}, "httpx": {"supervisor.client"}}
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for package in ("supervisor", "logging_bus"):
+        for path in (ROOT / package).rglob("*.py"):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+def imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def owner(name: str, known: dict[str, Path]) -> str | None:
+    while name and name not in known:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def test_every_module_has_a_layer() -> None:
+    missing = sorted(set(modules()) - set(LAYERS))
+    assert not missing, f"place these in LAYERS (design.md): {missing}"
+
+
+def test_imports_only_point_down() -> None:
+    known = modules()
+    upward = []
+    for name, path in known.items():
+        for imported in imports(path):
+            target = owner(imported, known)
+            if target is None or target == name or name.startswith(target + "."):
+                continue
+            if LAYERS.get(target, 0) > LAYERS.get(name, 0):
+                upward.append(f"{name} (L{LAYERS[name]}) imports {target} (L{LAYERS[target]})")
+    assert not upward, upward
+
+
+def test_rules_of_who_imports_what() -> None:
+    broken = []
+    for name, path in modules().items():
+        found = imports(path)
+        roots = {i.split(".")[0] for i in found}
+        if name.startswith("logging_bus") and "supervisor" in roots:
+            broken.append(f"{name} imports supervisor")
+        if name.startswith("supervisor.linux") and "trio" in roots:
+            broken.append(f"{name} imports trio")
+        for lib, homes in THIRD_PARTY_HOME.items():
+            if lib in roots and not any(name == h or name.startswith(h + ".") for h in homes):
+                broken.append(f"{name} imports {lib} (its home is {sorted(homes)})")
+    assert not broken, broken
+
+
+def test_init_helper_is_standalone() -> None:
+    """The fork server runs as `python -I -S init.py`: standard library only."""
+    path = ROOT / "supervisor/linux/init.py"
+    roots = {i.split(".")[0] for i in imports(path)}
+    assert not roots & {"supervisor", "logging_bus", "trio", "msgspec", "pyroute2"}
