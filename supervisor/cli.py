@@ -121,45 +121,272 @@ def _run_mapping(args: argparse.Namespace) -> dict[str, object]:
     return raw
 
 
+def _run_project(args: argparse.Namespace) -> ProjectPaths:
+    """`run`'s project: as other verbs find theirs, else "default" (no stack needed)."""
+    from supervisor.cli_api import find_project
+
+    paths = find_project(args, required=False)
+    return paths if paths is not None else _paths(args)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import secrets
 
+    from supervisor import config
+    from supervisor.cli_api import reachable
+
+    paths = _run_project(args)
+    name = args.name or f"run-{secrets.token_hex(3)}"
+    raw = _run_mapping(args)
+    cfg = config.container_from_mapping(name, raw, where="supervise run")  # check flags here
+    if reachable(paths) or args.detach:
+        return _run_in_supervisor(args, paths, name, raw)
+    import trio
+
+    from supervisor.foreground import run_container
+
+    return trio.run(lambda: run_container(cfg, paths, remove=args.rm,
+                                          interactive=args.interactive))
+
+
+def _run_in_supervisor(args: argparse.Namespace, paths: ProjectPaths, name: str,
+                       raw: dict[str, object]) -> int:
+    """Docker's `run` against a supervisor: create, then start detached or attached."""
+    from supervisor.cli_api import client_for, print_frames, reachable, shuttle
+
+    if not reachable(paths):
+        _start_detached(paths, None)
+    client = client_for(paths, timeout=None)  # type: ignore[arg-type]
+    client.post("/containers/create", raw, name=name)
+    if args.detach:
+        client.post(f"/containers/{name}/start")
+        print(name)
+        return 0
+    try:
+        if args.tty or args.interactive:
+            sock = client.upgrade("POST", f"/containers/{name}/attach", start=1)
+            shuttle(sock, interactive=bool(args.interactive), raw=bool(args.tty))
+            code = int(client.post(f"/containers/{name}/wait")["StatusCode"])
+        else:
+            code = print_frames(client.stream("POST", f"/containers/{name}/attach", start=1))
+    finally:
+        if args.rm:
+            client.delete(f"/containers/{name}", force=1, v=1)
+    return code
+
+
+def _start_detached(paths: ProjectPaths, stack_file: Path | None) -> None:
+    """Starts `supervise _serve` in the background and waits until its API answers."""
+    import time
+
+    from supervisor.cli_api import reachable
+    from supervisor.daemon import spawn_detached
+
+    argv = ["-p", paths.project, "_serve"] + ([str(stack_file)] if stack_file else [])
+    proc = spawn_detached(argv, paths)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if reachable(paths):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    log = paths.run / "supervisor.log"
+    tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+    raise SupervisorError(f"the supervisor of project {paths.project} did not start"
+                          + (f": {tail[0]}" if tail else ""))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The detached supervisor (`up -d`, `run -d`): notices to the log, no terminal."""
     import trio
 
     from supervisor import config
-    from supervisor.foreground import run_container
+    from supervisor.daemon import supervise
 
-    paths = _paths(args)
-    name = args.name or f"run-{secrets.token_hex(3)}"
-    cfg = config.container_from_mapping(name, _run_mapping(args), where="supervise run")
-    return trio.run(lambda: run_container(cfg, paths, remove=args.rm,
-                                          interactive=args.interactive))
+    if args.file:
+        stack = config.load_stack(Path(args.file), os.environ, project=args.project)
+    else:
+        stack = config.Stack(project=_project(args), path="", stack=config.StackSettings(),
+                             containers={})
+    paths = _paths_for(stack.project)
+
+    def notice(line: str) -> None:
+        print(line, flush=True)
+
+    return trio.run(lambda: supervise(stack, paths, output=lambda *a: None, notice=notice))
+
+
+def _paths_for(project: str) -> ProjectPaths:
+    from supervisor.paths import ProjectPaths
+
+    return ProjectPaths.for_project(project, os.environ)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from supervisor import config
+    from supervisor.cli_api import client_for, reachable
+
+    path = Path(args.file) if args.file else _default_config()
+    stack = config.load_stack(path, os.environ, project=args.project)
+    paths = _paths_for(stack.project)
+    if reachable(paths):
+        # A supervisor runs this project: hand it the edited stack; it recreates what changed.
+        result = client_for(paths).post("/stack/up", msgspec.to_builtins(stack))
+        for name in result["recreated"]:
+            print(f" ✔ Container {name}  Recreated")
+        if not result["recreated"]:
+            print(f"project {stack.project}: up to date")
+        return 0
+    if args.detach or args.wait:
+        _start_detached(paths, path.resolve())
+        return _wait_started(paths, list(stack.containers), healthy=args.wait)
+    return _up_foreground(args, stack, paths)
+
+
+def _wait_started(paths: ProjectPaths, names: list[str], healthy: bool) -> int:
+    """`up -d` returns once every container has started (or failed); `--wait`, once every
+    one is running and healthy where it has a healthcheck."""
+    import time
+
+    from supervisor.cli_api import client_for
+
+    client = client_for(paths)
+    pending = set(names)
+    deadline = time.monotonic() + 300
+    failed = 0
+    while pending and time.monotonic() < deadline:
+        for row in client.get("/containers/json", all=1):
+            name, state = row["name"], row["state"]
+            if name not in pending:
+                continue
+            health = state.get("health")
+            if state["status"] == "running" and (not healthy or health is None
+                                                 or health["status"] == "healthy"):
+                print(f" ✔ Container {name}  {'Healthy' if health and healthy else 'Started'}")
+                pending.discard(name)
+            elif state["status"] == "exited" and (state["error"] or healthy) and \
+                    state["exit_code"] not in (None, 0):
+                print(f" ✘ Container {name}  Error: {state['error'] or 'exited with code '}"
+                      f"{'' if state['error'] else state['exit_code']}")
+                pending.discard(name)
+                failed = 1
+            elif state["status"] == "exited" and not healthy:
+                print(f" ✔ Container {name}  Started")
+                pending.discard(name)
+        time.sleep(0.05)
+    if pending:
+        print(f"timed out waiting for: {', '.join(sorted(pending))}", file=sys.stderr)
+        return 1
+    return failed
+
+
+def _up_foreground(args: argparse.Namespace, stack: object, paths: ProjectPaths) -> int:
+    import trio
+
+    from supervisor import config
+    from supervisor.daemon import supervise
+    from supervisor.printer import LinePrinter
+    from supervisor.protocol import Event
+
+    assert isinstance(stack, config.Stack)
+    printer = LinePrinter(stack.containers, color=not args.no_color and sys.stdout.isatty(),
+                          prefix=not args.no_log_prefix)
+
+    def on_event(event: Event) -> None:
+        if event.action == "die":
+            printer.status(event.container, f"{event.container} exited with code "
+                                            f"{event.attributes.get('exitCode', '?')}")
+        elif event.action == "create":
+            printer.add(event.container)
+
+    def notice(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if stack.containers:
+        print("Attaching to " + ", ".join(stack.containers), flush=True)
+    return trio.run(lambda: supervise(
+        stack, paths, output=printer.write, notice=notice, on_event=on_event,
+        abort_on_container_exit=args.abort_on_container_exit,
+        exit_code_from=args.exit_code_from))
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stops and removes the project's containers (with -v their volumes too)."""
+    import time
+
+    from supervisor import config
+    from supervisor.cli_api import client_for, find_project, reachable
+
+    paths = find_project(args, required=False)
+    if paths is None and args.file:
+        paths = _paths_for(config.load_stack(Path(args.file), os.environ).project)
+    if paths is None:
+        paths = _paths(args)
+    if reachable(paths):
+        client_for(paths).post("/stack/down", v=int(args.volumes))
+        deadline = time.monotonic() + 600
+        while reachable(paths) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return 0
+    return _down_offline(paths, args.volumes)
+
+
+def _down_offline(paths: ProjectPaths, volumes: bool) -> int:
+    from supervisor.container import list_records
+    from supervisor.volumes import Volumes, remove_tree
+
+    store = Volumes(paths)
+    named = set()
+    for record in list_records(paths):
+        for m in record.mounts:
+            if m.anonymous and m.name:
+                remove_tree(paths.volumes / m.name)
+            elif m.type == "volume" and m.name:
+                named.add(m.name)
+        remove_tree(paths.container(record.name))
+        print(f" ✔ Container {record.name}  Removed")
+    if volumes:
+        for name in sorted(named):
+            store.remove(name, [])
+            print(f" ✔ Volume {store.display_name(name)}  Removed")
+    return 0
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
     import trio
 
+    from supervisor.cli_api import client_for, reachable
+    from supervisor.cli_api import cmd_exec as exec_via_api
     from supervisor.foreground import exec_in_container
 
-    paths = _paths(args)
+    if not args.command:
+        raise UsageError("supervise exec: expected a command after the container name")
+    paths = _run_project(args)
+    if reachable(paths):
+        return exec_via_api(args, client_for(paths, timeout=None))  # type: ignore[arg-type]
+    # No supervisor: the container was started by an in-process `supervise run`.
     env = {}
     for item in args.env or []:
         key, sep, value = item.partition("=")
         if not sep:
             value = os.environ.get(key, "")
         env[key] = value
-    if not args.command:
-        raise UsageError("supervise exec: expected a command after the container name")
     return trio.run(lambda: exec_in_container(
         paths, args.name, list(args.command), env=env, user=args.user, workdir=args.workdir,
         interactive=args.interactive, tty=args.tty))
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
+    from supervisor.cli_api import client_for, cmd_rm_api, reachable
     from supervisor.container import load_record
     from supervisor.volumes import Volumes, remove_tree
 
-    paths = _paths(args)
+    paths = _run_project(args)
+    if reachable(paths):
+        return cmd_rm_api(args, client_for(paths))
     failed = 0
     for name in args.names:
         d = paths.container(name)
@@ -188,7 +415,7 @@ def cmd_volume(args: argparse.Namespace) -> int:
     from supervisor.container import list_records
     from supervisor.volumes import Volumes
 
-    paths = _paths(args)
+    paths = _run_project(args)
     store = Volumes(paths)
     if args.volume_verb == "ls":
         names = store.names()
@@ -221,8 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=["toml", "json"], default="toml")
     c.set_defaults(func=cmd_config)
 
-    r = sub.add_parser("run", help="run one container in the foreground", add_help=False)
+    r = sub.add_parser("run", help="run a container", add_help=False)
     r.add_argument("--help", action="help", help="show this help and exit")
+    r.add_argument("-d", "--detach", action="store_true",
+                   help="in the project's supervisor (started if needed), in the background")
     r.add_argument("--rm", action="store_true", help="remove the container when it exits")
     r.add_argument("--name", help="container name (default: run-XXXXXX)")
     r.add_argument("-h", "--hostname")
@@ -262,10 +491,88 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
     x.set_defaults(func=cmd_exec)
 
-    rm = sub.add_parser("rm", help="remove stopped containers")
+    rm = sub.add_parser("rm", help="remove containers")
+    rm.add_argument("-f", "--force", action="store_true", help="stop running ones first")
     rm.add_argument("-v", "--volumes", action="store_true", help="also anonymous volumes")
     rm.add_argument("names", nargs="+", metavar="NAME")
     rm.set_defaults(func=cmd_rm)
+
+    up = sub.add_parser("up", help="start a stack and supervise it (also: supervise FILE)")
+    up.add_argument("file", nargs="?", help="the stack file (default: ./supervise.toml)")
+    up.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    up.add_argument("--wait", action="store_true",
+                    help="detach, and return once every container is running/healthy")
+    up.add_argument("--no-color", action="store_true")
+    up.add_argument("--no-log-prefix", action="store_true")
+    up.add_argument("--abort-on-container-exit", action="store_true")
+    up.add_argument("--exit-code-from", metavar="NAME")
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop and remove the stack's containers")
+    down.add_argument("file", nargs="?")
+    down.add_argument("-v", "--volumes", action="store_true", help="and its volumes")
+    down.set_defaults(func=cmd_down)
+
+    serve = sub.add_parser("_serve")  # the detached supervisor (not for people)
+    serve.add_argument("file", nargs="?")
+    serve.set_defaults(func=cmd_serve)
+
+    from supervisor import cli_api as api
+
+    ps = sub.add_parser("ps", help="list containers")
+    ps.add_argument("-a", "--all", action="store_true", help="include stopped ones")
+    ps.add_argument("-q", "--quiet", action="store_true", help="names only")
+    ps.add_argument("--filter", action="append", metavar="KEY=VALUE",
+                    help="name=, status=, health=")
+    ps.add_argument("--format", choices=["table", "json"], default="table")
+    ps.set_defaults(func=api.cmd_ps)
+    for verb, fn, text in (("start", api.cmd_start, "start stopped containers"),
+                           ("pause", api.cmd_pause, "freeze containers"),
+                           ("unpause", api.cmd_unpause, "thaw containers"),
+                           ("wait", api.cmd_wait, "wait for containers to exit"),
+                           ("inspect", api.cmd_inspect, "show containers as JSON")):
+        vp = sub.add_parser(verb, help=text)
+        vp.add_argument("names", nargs="+", metavar="NAME")
+        vp.set_defaults(func=fn)
+    for verb, fn in (("stop", api.cmd_stop), ("restart", api.cmd_restart)):
+        vp = sub.add_parser(verb, help=f"{verb} containers")
+        vp.add_argument("-t", "--time", type=int, metavar="SECONDS",
+                        help="grace period before SIGKILL (default: stop_grace_period)")
+        vp.add_argument("names", nargs="+", metavar="NAME")
+        vp.set_defaults(func=fn)
+    k = sub.add_parser("kill", help="send a signal to containers")
+    k.add_argument("-s", "--signal", default="SIGKILL")
+    k.add_argument("names", nargs="+", metavar="NAME")
+    k.set_defaults(func=api.cmd_kill)
+    for verb, fn, text in (("top", api.cmd_top, "processes of a container"),
+                           ("port", api.cmd_port, "published ports of a container"),
+                           ("attach", api.cmd_attach, "follow a container's output")):
+        vp = sub.add_parser(verb, help=text)
+        vp.add_argument("name", metavar="NAME")
+        vp.set_defaults(func=fn)
+    st = sub.add_parser("stats", help="live resource usage")
+    st.add_argument("--no-stream", action="store_true")
+    st.add_argument("--format", choices=["table", "json"], default="table")
+    st.add_argument("names", nargs="*", metavar="NAME")
+    st.set_defaults(func=api.cmd_stats)
+    upd = sub.add_parser("update", help="change limits of running containers")
+    upd.add_argument("-m", "--memory")
+    upd.add_argument("--memory-swap")
+    upd.add_argument("--cpus")
+    upd.add_argument("--pids-limit")
+    upd.add_argument("--restart")
+    upd.add_argument("names", nargs="+", metavar="NAME")
+    upd.set_defaults(func=api.cmd_update)
+    cp = sub.add_parser("cp", help="copy files between a container and here")
+    cp.add_argument("src", metavar="SRC")
+    cp.add_argument("dst", metavar="DEST")
+    cp.set_defaults(func=api.cmd_cp)
+    ev = sub.add_parser("events", help="stream the stack's events")
+    ev.add_argument("--since")
+    ev.add_argument("--until")
+    ev.add_argument("--filter", action="append", metavar="container=NAME")
+    ev.add_argument("--format", choices=["text", "json"], default="text")
+    ev.set_defaults(func=api.cmd_events)
 
     v = sub.add_parser("volume", help="list, inspect and remove volumes")
     vsub = v.add_subparsers(dest="volume_verb", metavar="COMMAND", parser_class=_Parser,
@@ -283,6 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `supervise stack.toml` is `supervise up stack.toml`, as the product promises.
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")
+                  and (i == 0 or argv[i - 1] not in ("-p", "--project"))), None)
+    if first is not None and argv[first].endswith(".toml"):
+        argv.insert(first, "up")
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):

@@ -17,12 +17,9 @@ So adding a key is adding one annotated field.  Every error is a ``ConfigError``
 
 from __future__ import annotations
 
-import difflib
-import functools
 import os
 import re
 import tomllib
-import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,6 +40,8 @@ from supervisor.config_keys import (
     Ulimit,
     VolumesFrom,
     VolumeSpec,
+    as_table,
+    decode_table,
     each,
     key_path,
     parse_tmpfs,
@@ -69,10 +68,24 @@ from supervisor.config_keys import (
     show_volume,
     show_volumes_from,
     string_field,
-    typed,
+    table_field,
     via,
 )
+from supervisor.config_lifecycle import (
+    Backoff,
+    Condition,
+    DependsOn,
+    Healthcheck,
+    RestartPolicy,
+    parse_restart,
+    read_depends_on,
+    read_healthcheck,
+    show_depends_on,
+    show_healthcheck,
+    show_restart,
+)
 from supervisor.errors import ConfigError, UsageError
+from supervisor.graph import find_cycle
 from supervisor.interpolate import InterpolationError, interpolate, read_env_file
 from supervisor.paths import NAME_RE
 from supervisor.toml_writer import Inline, dumps
@@ -87,7 +100,12 @@ from supervisor.units import (
 )
 
 __all__ = [
+    "Backoff",
+    "Condition",
     "Container",
+    "DependsOn",
+    "Healthcheck",
+    "RestartPolicy",
     "Stack",
     "StackSettings",
     "TmpfsSpec",
@@ -97,6 +115,7 @@ __all__ = [
     "container_from_mapping",
     "load_stack",
     "parse_duration",
+    "parse_restart",
     "parse_signal",
     "parse_size",
     "parse_tmpfs",
@@ -146,6 +165,10 @@ class Container(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     tmpfs: Annotated[list[TmpfsSpec], Field(each(via(parse_tmpfs)), show_tmpfs)] = []
     ulimits: Annotated[dict[str, Ulimit], Field(read_ulimits, show_ulimit)] = {}
     shm_size: Annotated[int | None, Field(read_positive_size, format_size)] = None
+    restart: Annotated[RestartPolicy, Field(via(parse_restart), show_restart)] = RestartPolicy()
+    restart_backoff: Annotated[Backoff, table_field(Backoff)] = Backoff()
+    depends_on: Annotated[dict[str, DependsOn], Field(read_depends_on, show_depends_on)] = {}
+    healthcheck: Annotated[Healthcheck | None, Field(read_healthcheck, show_healthcheck)] = None
 
     def __post_init__(self) -> None:
         if not NAME_RE.fullmatch(self.name):
@@ -165,6 +188,8 @@ class Container(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         for i, source in enumerate(self.volumes_from):
             if source.container == self.name:
                 raise Invalid("a container cannot take volumes from itself", ("volumes_from", i))
+        if self.name in self.depends_on:
+            raise Invalid("a container cannot depend on itself", ("depends_on", self.name))
         mounts: set[str] = set()
         targets = [("volumes", i, v.target) for i, v in enumerate(self.volumes)]
         targets += [("tmpfs", i, t.target) for i, t in enumerate(self.tmpfs)]
@@ -172,6 +197,19 @@ class Container(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             if target in mounts:
                 raise Invalid(f"duplicate mount point {target!r}", (key, i))
             mounts.add(target)
+
+    def dependencies(self) -> dict[str, Condition]:
+        """The containers this one needs before it starts, each with the condition to wait for.
+
+        ``depends_on`` as written, then ``volumes_from`` sources as ``service_started``: Compose
+        counts volumes_from as a dependency too (the volumes must exist first).  The one place
+        that says what an edge is, for the cycle check here and the start order in ``plan``;
+        ``links`` and ``network_mode = "service:..."`` belong here when they land.
+        """
+        deps: dict[str, Condition] = {name: d.condition for name, d in self.depends_on.items()}
+        for source in self.volumes_from:
+            deps.setdefault(source.container, "service_started")
+        return deps
 
 
 class StackSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -195,61 +233,24 @@ class Stack(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
                 if source.container not in self.containers:
                     raise Invalid(f"no container named {source.container!r} in this stack",
                                   ("containers", name, "volumes_from", i))  # fmt: skip
-        for name in self.containers:
-            cycle = self._volumes_from_cycle(name, (name,))
-            if cycle:
-                raise Invalid("circular volumes_from: " + " -> ".join(cycle),
-                              ("containers", name, "volumes_from"))  # fmt: skip
-
-    def _volumes_from_cycle(self, name: str, seen: tuple[str, ...]) -> tuple[str, ...]:
-        for source in self.containers[name].volumes_from:
-            if source.container == seen[0]:
-                return (*seen, source.container)
-            if source.container not in seen:
-                found = self._volumes_from_cycle(source.container, (*seen, source.container))
-                if found:
-                    return found
-        return ()
+            for dep, spec in container.depends_on.items():
+                where = ("containers", name, "depends_on", dep)
+                if dep not in self.containers:
+                    raise Invalid(f"no container named {dep!r} in this stack", where)
+                check = self.containers[dep].healthcheck
+                if spec.condition == "service_healthy" and not (check and check.enabled):
+                    raise Invalid(f"condition 'service_healthy' needs a healthcheck on {dep!r}",
+                                  where)  # fmt: skip
+        cycle = find_cycle({n: c.dependencies() for n, c in self.containers.items()})
+        if cycle:
+            raise Invalid("dependency cycle: " + " -> ".join(cycle), ("containers",))
 
 
 # -- decoding -------------------------------------------------------------------------------
 
 
-@functools.cache
-def _fields(cls: type[msgspec.Struct]) -> dict[str, tuple[Any, Field | None]]:
-    """Each field of a Struct: its type, and its Field annotation if any."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    out: dict[str, tuple[Any, Field | None]] = {}
-    for name in cls.__struct_fields__:
-        hint, meta = hints[name], None
-        if typing.get_origin(hint) is Annotated:
-            hint, *extras = typing.get_args(hint)
-            meta = next((x for x in extras if isinstance(x, Field)), None)
-        out[name] = (hint, meta)
-    return out
-
-
-def _decode(cls: type[msgspec.Struct], raw: object, ctx: Ctx, *fixed: str) -> dict[str, Any]:
-    """The keyword arguments of ``cls`` from a TOML table; ``fixed`` keys are not the user's."""
-    if not isinstance(raw, dict):
-        raise Invalid(f"expected a table, got {show(raw)}")
-    fields = {k: v for k, v in _fields(cls).items() if k not in fixed}
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1, cutoff=0.75)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise Invalid(f"unknown key{hint}", (key,))
-        tp, meta = fields[key]
-        try:
-            kwargs[key] = meta.parse(value, ctx) if meta else typed(value, tp)
-        except Invalid as exc:
-            raise exc.under(key) from exc
-    return kwargs
-
-
 def _container(name: str, raw: object, ctx: Ctx) -> Container:
-    kwargs = _decode(Container, raw, ctx, "name")
+    kwargs = decode_table(Container, raw, ctx, "name")
     environment: dict[str, str] = {}
     for path in kwargs.get("env_file", []):  # env_file values first, environment wins
         environment.update(ctx.env_files[path])
@@ -344,7 +345,7 @@ def load_stack(path: Path, environ: Mapping[str, str], project: str | None = Non
             if key not in ("stack", "containers"):
                 raise Invalid("unknown key, expected [stack] or [containers.NAME]", (key,))
         try:
-            settings = StackSettings(**_decode(StackSettings, tree.get("stack", {}), ctx))
+            settings = StackSettings(**decode_table(StackSettings, tree.get("stack", {}), ctx))
         except Invalid as exc:
             raise exc.under("stack") from exc
         raw_containers = tree.get("containers", {})
@@ -400,23 +401,6 @@ def _escape_dollars(node: object) -> object:
     return node
 
 
-def _as_table(struct: msgspec.Struct, *skip: str) -> dict[str, object]:
-    table: dict[str, object] = {}
-    for key, (_, meta) in _fields(type(struct)).items():
-        value = getattr(struct, key)
-        if key in skip or value is None:
-            continue  # TOML has no null: an unset key is left out
-        if meta and meta.show:
-            if isinstance(value, list):
-                value = [meta.show(v) for v in value]
-            elif isinstance(value, dict):
-                value = {k: meta.show(v) for k, v in value.items()}
-            else:
-                value = meta.show(value)
-        table[key] = value
-    return table
-
-
 def render(stack: Stack, fmt: str) -> str:
     """The resolved stack, every default filled in, as TOML or JSON.
 
@@ -428,8 +412,8 @@ def render(stack: Stack, fmt: str) -> str:
     if fmt != "toml":
         raise ValueError(f"expected a format 'toml' or 'json', got {show(fmt)}")
     doc: dict[str, object] = {
-        "stack": {**_as_table(stack.stack), "name": stack.project},
-        "containers": {n: _as_table(c, "name") for n, c in stack.containers.items()},
+        "stack": {**as_table(stack.stack), "name": stack.project},
+        "containers": {n: as_table(c, "name") for n, c in stack.containers.items()},
     }
     header = f"# The resolved stack of {stack.path}, project {stack.project!r}.\n\n"
     return header + dumps(_escape_dollars(doc))  # type: ignore[arg-type]

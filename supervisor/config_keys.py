@@ -8,13 +8,16 @@ below the key being read; ``supervisor.config`` puts the file and the key in fro
 
 from __future__ import annotations
 
+import difflib
+import functools
 import os
 import re
 import shlex
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -148,6 +151,70 @@ def typed(value: object, tp: Any) -> Any:
         return msgspec.convert(value, tp, strict=True)
     except msgspec.ValidationError as exc:
         raise _translate(exc, value) from exc
+
+
+@functools.cache
+def struct_fields(cls: type[msgspec.Struct]) -> dict[str, tuple[Any, Field | None]]:
+    """Each field of a Struct: its type, and its Field annotation if any."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out: dict[str, tuple[Any, Field | None]] = {}
+    for name in cls.__struct_fields__:
+        hint, meta = hints[name], None
+        if typing.get_origin(hint) is Annotated:
+            hint, *extras = typing.get_args(hint)
+            meta = next((x for x in extras if isinstance(x, Field)), None)
+        out[name] = (hint, meta)
+    return out
+
+
+def decode_table(cls: type[msgspec.Struct], raw: object, ctx: Ctx, *fixed: str) -> dict[str, Any]:
+    """The keyword arguments of ``cls`` from a TOML table; ``fixed`` keys are not the user's.
+
+    Used for a container and for the tables below it (``healthcheck``, ``restart_backoff``),
+    so that every level refuses unknown keys with the same "did you mean" hint.
+    """
+    if not isinstance(raw, dict):
+        raise Invalid(f"expected a table, got {show(raw)}")
+    fields = {k: v for k, v in struct_fields(cls).items() if k not in fixed}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1, cutoff=0.75)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise Invalid(f"unknown key{hint}", (key,))
+        tp, meta = fields[key]
+        try:
+            kwargs[key] = meta.parse(value, ctx) if meta else typed(value, tp)
+        except Invalid as exc:
+            raise exc.under(key) from exc
+    return kwargs
+
+
+def as_table(struct: msgspec.Struct, *skip: str) -> dict[str, object]:
+    """A Struct as ``supervise config`` prints it: each field through its Field's ``show``."""
+    table: dict[str, object] = {}
+    for key, (_, meta) in struct_fields(type(struct)).items():
+        value = getattr(struct, key)
+        if key in skip or value is None:
+            continue  # TOML has no null: an unset key is left out
+        if meta and meta.show:
+            if isinstance(value, list):
+                value = [meta.show(v) for v in value]
+            elif isinstance(value, dict):
+                value = {k: meta.show(v) for k, v in value.items()}
+            else:
+                value = meta.show(value)
+        table[key] = value
+    return table
+
+
+def table_field(cls: type[msgspec.Struct]) -> Field:
+    """A key whose value is a table of ``cls``'s own annotated keys, printed back inline."""
+
+    def read(value: object, ctx: Ctx) -> Any:
+        return cls(**decode_table(cls, value, ctx))
+
+    return Field(read, lambda struct: Inline(as_table(struct)))
 
 
 def via(parse: Callable[[Any], Any]) -> Callable[[object, Ctx], Any]:

@@ -132,6 +132,7 @@ class Container:
         self._cgroup: Cgroup | None = None
         self._exit: ExitInfo | None = None
         self._finished = trio.Event()
+        self._finishing = False
 
     @property
     def name(self) -> str:
@@ -292,6 +293,7 @@ class Container:
             cgroup.remove()
             raise
         self._cgroup, self._exit, self._finished = cgroup, None, trio.Event()
+        self._finishing = False
         proc = await self._spawn(spec, [stdin, stdout, stderr])
         self.process = proc
         self.record.status, self.record.pid = "running", proc.pid
@@ -334,15 +336,20 @@ class Container:
 
     async def _finish(self, proc: ContainerProcess) -> None:
         code = await proc.wait()
-        if self._finished.is_set() or self._exit is not None:
+        if self._finishing:  # another task is cleaning up this run: wait for it
+            await self._finished.wait()
             return
+        self._finishing = True
         oom = False
         if self._cgroup is not None:
-            cgroup, self._cgroup = self._cgroup, None
+            cgroup = self._cgroup
             oom = cgroup.oom_kills() > 0
-            # PID 1's death SIGKILLs its pid namespace; the cgroup catches any straggler.
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(_empty_and_remove, cgroup)
+            # PID 1's death SIGKILLed its pid namespace before it could be reaped, so the
+            # cgroup is normally empty now; if not, kill and retry off the event loop.
+            if not _remove_now(cgroup):
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_empty_and_remove, cgroup)
+            self._cgroup = None
         self._exit = ExitInfo(code, oom)
         self.record.status, self.record.pid = "exited", 0
         self.record.exit_code, self.record.oom_killed = code, oom
@@ -377,6 +384,28 @@ class Container:
         cgroup = self._cgroup or self.runtime.cgroups.open(self.record.cgroup)
         return cgroup.stats() if cgroup is not None else None
 
+    def update_config(self, cfg: config.Container) -> None:
+        """`update`: new limits apply at once to a running container, and to later runs."""
+        cgroup = self._cgroup or self.runtime.cgroups.open(self.record.cgroup)
+        old = self.cfg
+        self.cfg = cfg
+        try:
+            if cgroup is not None:
+                cgroup.apply(self._limits())
+        except SupervisorError:
+            self.cfg = old
+            if cgroup is not None:
+                cgroup.apply(self._limits())
+            raise
+        self.record.config = msgspec.json.encode(cfg)
+        self.save()
+
+    def freeze(self, frozen: bool) -> None:
+        cgroup = self._cgroup or self.runtime.cgroups.open(self.record.cgroup)
+        if cgroup is None:
+            raise ContainerError(self.name, "is not running")
+        cgroup.freeze(frozen)
+
     def kill(self, signal_number: int = 9) -> None:
         if self.process is not None:
             self.process.send_signal(signal_number)
@@ -400,6 +429,17 @@ class Container:
             "no_new_privs": True,
         }
         return await self._spawn(spec, [stdin, stdout, stderr])
+
+
+def _remove_now(cgroup: Cgroup) -> bool:
+    """One quick try at removing an empty cgroup, without sleeping."""
+    try:
+        if cgroup.pids():
+            return False
+        cgroup.remove(timeout=0)
+    except SupervisorError:
+        return False
+    return True
 
 
 def _empty_and_remove(cgroup: Cgroup) -> None:

@@ -3,8 +3,11 @@
     SupervisorError          exit 1; str(e) is the whole user-facing line
      ├── UsageError          exit 2; a bad command-line flag or argument
      ├── ConfigError         exit 2; a bad stack file, naming the file and the key path
-     └── ContainerError      exit 125 by default (Docker's "supervise failed to start it");
-                              names the container and what failed; feeds the restart logic
+     ├── ContainerError      exit 125 by default (Docker's "supervise failed to start it");
+     │                        names the container and what failed; feeds the restart logic
+     ├── ApiError            exit 1; the supervisor answered a request with an error
+     │                        (.status is the HTTP status, str(e) the server's message)
+     └── NoSupervisor        exit 1; nothing answers on the project's control socket
 
 Grammar of a message: ``<where>: <what>[, expected X, got Y]``.  Foreign exceptions are
 translated once, at the adapter, with ``raise ... from exc``.
@@ -60,3 +63,15 @@ class CgroupError(SupervisorError):
     def __init__(self, message: str, *, errno: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
+
+
+class ApiError(SupervisorError):
+    """The control API answered with an error; ``str(e)`` is the server's message."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NoSupervisor(SupervisorError):
+    """No supervisor answers on the control socket (missing or refusing); a one-line hint."""

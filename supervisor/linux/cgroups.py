@@ -33,7 +33,7 @@ from supervisor.errors import CgroupError
 PERIOD_US = 100_000
 # The kernel refuses a CFS quota below 1 ms.
 _MIN_QUOTA_US = 1_000
-_V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")
+_V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer")  # freezer: pause
 _V2_CONTROLLERS = ("memory", "cpu", "pids")
 # The v2 leaf the supervisor moves itself into, so that its own cgroup may have children
 # with controllers enabled ("no internal processes").
@@ -169,6 +169,10 @@ class Cgroup(ABC):
 
     @abstractmethod
     def oom_kills(self) -> int: ...
+
+    @abstractmethod
+    def freeze(self, frozen: bool) -> None:
+        """Docker's pause/unpause: every process stops being scheduled, nothing is lost."""
 
     def pids(self) -> list[int]:
         """Processes inside, in the supervisor's pid namespace."""
@@ -320,6 +324,10 @@ class V1Cgroup(Cgroup):
     def oom_kills(self) -> int:
         return _keyed(self._get(self.dirs.get("memory"), "memory.oom_control")).get("oom_kill", 0)
 
+    def freeze(self, frozen: bool) -> None:
+        self._need("freezer", "pause")
+        self._set(self.dirs["freezer"], "freezer.state", "FROZEN" if frozen else "THAWED")
+
 
 class V2Cgroup(Cgroup):
     """One directory in the unified hierarchy."""
@@ -375,6 +383,9 @@ class V2Cgroup(Cgroup):
 
     def oom_kills(self) -> int:
         return _keyed(self._get(self.path, "memory.events")).get("oom_kill", 0)
+
+    def freeze(self, frozen: bool) -> None:
+        self._set(self.path, "cgroup.freeze", "1" if frozen else "0")
 
     def kill_all(self, timeout: float = 1.0) -> None:
         # cgroup.kill (5.14+) kills atomically, forks included; older kernels get the loop.

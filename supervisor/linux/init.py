@@ -36,7 +36,6 @@ import errno
 import fcntl
 import marshal
 import os
-import platform
 import resource
 import signal
 import socket
@@ -82,7 +81,7 @@ TIOCSCTTY = 0x540E
 _SYSCALLS = {
     "x86_64": {"clone": 56, "pivot_root": 155, "mount_setattr": 442},
     "aarch64": {"clone": 220, "pivot_root": 41, "mount_setattr": 442},
-}[platform.machine()]
+}[os.uname().machine]
 CLONE_PARENT = 0x00008000
 
 # Exit codes as Docker's: 125 supervise failed, 126 not executable, 127 not found.

@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from supervisor import config
 from supervisor.config import (
+    Backoff,
     Container,
+    DependsOn,
+    Healthcheck,
+    RestartPolicy,
     Stack,
     TmpfsSpec,
     Ulimit,
@@ -21,17 +25,20 @@ from supervisor.config import (
     container_from_mapping,
     load_stack,
     parse_duration,
+    parse_restart,
     parse_signal,
     parse_size,
     parse_tmpfs,
     parse_volume,
     render,
 )
+from supervisor.config_keys import struct_fields
 from supervisor.errors import ConfigError, UsageError
 from supervisor.interpolate import InterpolationError, interpolate
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = '[containers.web]\nimage = "alpine"\n'
+DB = '[containers.db]\nimage = "redis"\n'
 MiB = 1 << 20
 
 
@@ -98,7 +105,81 @@ BAD: list[tuple[str, str, str]] = [
     ("volumes-from-cycle",
      '[containers.a]\nimage = "x"\nvolumes_from = ["b"]\n'
      '[containers.b]\nimage = "x"\nvolumes_from = ["a"]\n',
-     "stack.toml: containers.a.volumes_from: circular volumes_from: a -> b -> a"),
+     "stack.toml: containers: dependency cycle: a -> b -> a"),
+    # -- restart, restart_backoff, depends_on, healthcheck
+    ("restart-word", WEB + 'restart = "sometimes"\n',
+     "stack.toml: containers.web.restart: expected 'no', 'always', 'unless-stopped', "
+     "'on-failure' or 'on-failure:N', got 'sometimes'"),
+    ("restart-count-syntax", WEB + 'restart = "on-failure:-1"\n',
+     "stack.toml: containers.web.restart: expected 'no', 'always', 'unless-stopped', "
+     "'on-failure' or 'on-failure:N', got 'on-failure:-1'"),
+    ("restart-bool", WEB + "restart = false\n",
+     "stack.toml: containers.web.restart: expected 'no', 'always', 'unless-stopped', "
+     "'on-failure' or 'on-failure:N', got false"),
+    ("backoff-max-below-initial", WEB + 'restart_backoff = { initial = "2s", max = "1500ms" }\n',
+     "stack.toml: containers.web.restart_backoff.max: expected a duration of at least initial "
+     "(2s), got '1.5s'"),
+    ("backoff-typo", WEB + 'restart_backoff = { inital = "1s" }\n',
+     "stack.toml: containers.web.restart_backoff.inital: unknown key (did you mean 'initial'?)"),
+    ("backoff-duration", WEB + 'restart_backoff = { reset_after = "a while" }\n',
+     "stack.toml: containers.web.restart_backoff.reset_after: expected a duration such as '10s' "
+     "or '1m30s', got 'a while'"),
+    ("backoff-not-table", WEB + 'restart_backoff = "1s"\n',
+     "stack.toml: containers.web.restart_backoff: expected a table, got '1s'"),
+    ("depends-on-missing", WEB + 'depends_on = ["db"]\n',
+     "stack.toml: containers.web.depends_on.db: no container named 'db' in this stack"),
+    ("depends-on-self", WEB + 'depends_on = { web = {} }\n',
+     "stack.toml: containers.web.depends_on.web: a container cannot depend on itself"),
+    ("depends-on-string", WEB + 'depends_on = "db"\n' + DB,
+     "stack.toml: containers.web.depends_on: expected a list of container names or a table of "
+     "them, got 'db'"),
+    ("depends-on-twice", WEB + 'depends_on = ["db", "db"]\n' + DB,
+     "stack.toml: containers.web.depends_on[1]: 'db' is listed twice"),
+    ("depends-on-condition", WEB + 'depends_on = { db = { condition = "service_ready" } }\n' + DB,
+     "stack.toml: containers.web.depends_on.db.condition: expected 'service_started', "
+     "'service_healthy' or 'service_completed_successfully', got 'service_ready'"),
+    ("depends-on-key", WEB + "depends_on = { db = { wait = true } }\n" + DB,
+     "stack.toml: containers.web.depends_on.db.wait: unknown key"),
+    ("depends-on-restart-type", WEB + 'depends_on.db.restart = "yes"\n' + DB,
+     "stack.toml: containers.web.depends_on.db.restart: expected a boolean, got 'yes'"),
+    ("healthy-without-check", WEB + 'depends_on.db.condition = "service_healthy"\n' + DB,
+     "stack.toml: containers.web.depends_on.db: condition 'service_healthy' needs a "
+     "healthcheck on 'db'"),
+    ("healthy-check-disabled", WEB + 'depends_on.db.condition = "service_healthy"\n' + DB
+     + 'healthcheck = { test = "redis-cli ping", disable = true }\n',
+     "stack.toml: containers.web.depends_on.db: condition 'service_healthy' needs a "
+     "healthcheck on 'db'"),
+    ("depends-on-cycle", WEB + 'depends_on = ["db"]\n' + DB + 'depends_on = ["web"]\n',
+     "stack.toml: containers: dependency cycle: web -> db -> web"),
+    ("mixed-cycle", WEB + 'depends_on = ["db"]\n' + DB + 'volumes_from = ["cache:ro"]\n'
+     '[containers.cache]\nimage = "x"\ndepends_on = { web = { condition = '
+     '"service_completed_successfully" } }\n',
+     "stack.toml: containers: dependency cycle: web -> db -> cache -> web"),
+    ("health-test-kind", WEB + 'healthcheck.test = ["curl", "-f", "http://localhost/"]\n',
+     "stack.toml: containers.web.healthcheck.test[0]: expected 'CMD', 'CMD-SHELL' or 'NONE', "
+     "got 'curl'"),
+    ("health-cmd-alone", WEB + 'healthcheck.test = ["CMD"]\n',
+     "stack.toml: containers.web.healthcheck.test: expected a program after 'CMD', got none"),
+    ("health-shell-args", WEB + 'healthcheck.test = ["CMD-SHELL", "curl", "-f"]\n',
+     "stack.toml: containers.web.healthcheck.test: expected one command line after "
+     "'CMD-SHELL', got 2"),
+    ("health-none-args", WEB + 'healthcheck.test = ["NONE", "x"]\n',
+     "stack.toml: containers.web.healthcheck.test[1]: expected nothing after 'NONE', got 'x'"),
+    ("health-no-test", WEB + 'healthcheck = { interval = "5s" }\n',
+     "stack.toml: containers.web.healthcheck: missing key 'test'"),
+    ("health-empty-test", WEB + 'healthcheck.test = " "\n',
+     "stack.toml: containers.web.healthcheck.test: expected a command, got ' '"),
+    ("health-retries", WEB + 'healthcheck = { test = "true", retries = -1 }\n',
+     "stack.toml: containers.web.healthcheck.retries: expected a number of retries of 0 or "
+     "more, got -1"),
+    ("health-tiny-interval", WEB + 'healthcheck = { test = "true", interval = "500us" }\n',
+     "stack.toml: containers.web.healthcheck.interval: expected a duration of at least 1ms, "
+     "got '500us'"),
+    ("health-typo", WEB + 'healthcheck = { test = "true", start_intervall = "1s" }\n',
+     "stack.toml: containers.web.healthcheck.start_intervall: unknown key (did you mean "
+     "'start_interval'?)"),
+    ("health-not-table", WEB + 'healthcheck = "curl -f http://localhost/"\n',
+     "stack.toml: containers.web.healthcheck: expected a table, got 'curl -f http://localhost/'"),
     ("volumes-from-syntax", WEB + 'volumes_from = ["db:rx"]\n',
      "stack.toml: containers.web.volumes_from[0]: expected 'NAME', 'NAME:ro' or 'NAME:rw', "
      "got 'db:rx'"),
@@ -351,6 +432,11 @@ ulimits = { nofile = 20000, nproc = { soft = 100, hard = 200 }, core = -1 }
 stop_signal = "sigint"
 stop_grace_period = "1m30s"
 shm_size = "64m"
+restart = "unless-stopped"
+healthcheck.test = ["CMD", "redis-cli", "ping"]
+healthcheck.interval = "10s"
+healthcheck.start_period = "1m"
+healthcheck.start_interval = "1s"
 
 [containers.web]
 rootfs = "rootfs"
@@ -369,6 +455,9 @@ tty = true
 stdin_open = "true"
 init = true
 read_only = true
+restart = "on-failure:3"
+restart_backoff = { initial = "0s", max = "5s" }
+depends_on = { db = { condition = "service_healthy", restart = true } }
 """
 
 
@@ -388,7 +477,9 @@ def test_full_config(here: Path) -> None:
         mem_limit=256 * MiB, memswap_limit=512 * MiB, shm_size=64 * MiB,
         ulimits={"nofile": Ulimit(soft=20000, hard=20000), "nproc": Ulimit(soft=100, hard=200),
                  "core": Ulimit(soft=-1, hard=-1)},
-        stop_signal=2, stop_grace_period=90.0,
+        stop_signal=2, stop_grace_period=90.0, restart=RestartPolicy(name="unless-stopped"),
+        healthcheck=Healthcheck(test=["CMD", "redis-cli", "ping"], interval=10.0,
+                                start_period=60.0, start_interval=1.0),
     )  # fmt: skip
     assert web_ == Container(
         name="web", rootfs=str(here / "rootfs"), entrypoint=["/bin/sh", "-c"],
@@ -397,6 +488,9 @@ def test_full_config(here: Path) -> None:
         tmpfs=[TmpfsSpec(target="/run", size=64 * MiB, mode=0o1777)],
         cap_add=["NET_ADMIN", "SYS_TIME"], cap_drop=["ALL"], cpus=1.5, pids_limit=32,
         tty=True, stdin_open=True, init=True, read_only=True,
+        restart=RestartPolicy(name="on-failure", max_retries=3),
+        restart_backoff=Backoff(initial=0.0, max=5.0),
+        depends_on={"db": DependsOn(condition="service_healthy", restart=True)},
     )  # fmt: skip
 
 
@@ -407,6 +501,116 @@ def test_defaults(here: Path) -> None:
     assert (c.environment, c.volumes, c.cap_add, c.ulimits, c.tmpfs) == ({}, [], [], {}, [])
     assert c.mem_limit is c.memswap_limit is c.cpus is c.pids_limit is c.shm_size is None
     assert web('memswap_limit = -1\npids_limit = -1\nstop_signal = 9\n').memswap_limit == -1
+    assert (c.restart, c.restart_backoff, c.depends_on, c.healthcheck) == (
+        RestartPolicy(name="no"), Backoff(initial=0.1, max=60.0, reset_after=10.0), {}, None)
+
+
+@pytest.mark.parametrize(("text", "policy"), [
+    ("no", RestartPolicy()), ("always", RestartPolicy(name="always")),
+    ("unless-stopped", RestartPolicy(name="unless-stopped")),
+    ("on-failure", RestartPolicy(name="on-failure")),
+    ("on-failure:0", RestartPolicy(name="on-failure")),
+    ("on-failure:3", RestartPolicy(name="on-failure", max_retries=3)),
+])  # fmt: skip
+def test_parse_restart(text: str, policy: RestartPolicy) -> None:
+    assert parse_restart(text) == policy
+    assert parse_restart(str(policy)) == policy
+
+
+@pytest.mark.parametrize("text", ["never", "always:3", "on-failure:", "on-failure:x", "No",
+                                  " always", "", 0, False])  # fmt: skip
+def test_parse_restart_refuses(text: object) -> None:
+    with pytest.raises(ValueError, match=r"^expected 'no', 'always', 'unless-stopped', "
+                       r"'on-failure' or 'on-failure:N', got "):  # fmt: skip
+        parse_restart(text)
+
+
+def test_restart_policy_rules() -> None:
+    assert str(RestartPolicy(name="on-failure", max_retries=5)) == "on-failure:5"
+    with pytest.raises(ValueError, match=r"^a retry count needs 'on-failure', got 'always'"):
+        RestartPolicy(name="always", max_retries=2)
+    with pytest.raises(ValueError, match=r"^expected a retry count of 0 or more, got -1$"):
+        RestartPolicy(name="on-failure", max_retries=-1)
+
+
+def test_restart_backoff(here: Path) -> None:
+    assert web('restart_backoff = { initial = "0s" }\n').restart_backoff == Backoff(initial=0.0)
+    assert web('restart_backoff.max = "100ms"\n').restart_backoff == Backoff(max=0.1)
+    assert web('restart_backoff = { initial = "250ms", max = "2m", reset_after = 30 }\n'
+               ).restart_backoff == Backoff(initial=0.25, max=120.0, reset_after=30.0)
+
+
+def test_depends_on_forms(here: Path) -> None:
+    cache = '[containers.cache]\nimage = "x"\nhealthcheck.test = "true"\n'
+    listed = web('depends_on = ["db", "cache"]\n' + DB + cache)
+    assert listed.depends_on == {"db": DependsOn(), "cache": DependsOn()}
+    assert list(listed.depends_on) == ["db", "cache"]  # the order written is kept
+    table = web('depends_on = { db = {}, cache = { condition = "service_healthy", '
+                'restart = "true", required = false } }\n' + DB + cache)
+    assert table.depends_on == {"db": DependsOn(condition="service_started"), "cache": DependsOn(
+        condition="service_healthy", restart=True, required=False)}  # fmt: skip
+    done = web('depends_on.db.condition = "service_completed_successfully"\n' + DB)
+    assert done.depends_on["db"].condition == "service_completed_successfully"
+
+
+def test_dependencies_merge_depends_on_and_volumes_from(here: Path) -> None:
+    stack = load(WEB + 'volumes_from = ["cache", "db:ro"]\n'
+                 'depends_on = { db = { condition = "service_healthy" } }\n'
+                 + DB + 'healthcheck.test = "redis-cli ping"\n[containers.cache]\nimage = "x"\n')
+    assert stack.containers["web"].dependencies() == {
+        "db": "service_healthy", "cache": "service_started"}
+    assert stack.containers["db"].dependencies() == {}
+
+
+@pytest.mark.parametrize(("text", "check"), [
+    ('test = "curl -f http://localhost/"',
+     Healthcheck(test=["CMD-SHELL", "curl -f http://localhost/"])),
+    ('test = ["CMD", "pg_isready"]\ninterval = "5s"\ntimeout = "2s"\nretries = 5\n'
+     'start_period = "1m"\nstart_interval = "500ms"',
+     Healthcheck(test=["CMD", "pg_isready"], interval=5.0, timeout=2.0, retries=5,
+                 start_period=60.0, start_interval=0.5)),
+    # Docker reads 0 as "the default" for these
+    ('test = "true"\nretries = 0\ninterval = "0s"\ntimeout = 0\nstart_interval = "0s"',
+     Healthcheck(test=["CMD-SHELL", "true"])),
+    ('test = ["CMD-SHELL", "exit 0"]\nretries = "2"',
+     Healthcheck(test=["CMD-SHELL", "exit 0"], retries=2)),
+    ('test = ["NONE"]', Healthcheck(test=["NONE"])),
+    ("disable = true", Healthcheck(test=["NONE"], disable=True)),
+    ('test = "true"\ndisable = true', Healthcheck(test=["CMD-SHELL", "true"], disable=True)),
+])  # fmt: skip
+def test_healthcheck(here: Path, text: str, check: Healthcheck) -> None:
+    got = web("[containers.web.healthcheck]\n" + text + "\n").healthcheck
+    assert got == check
+    assert got.enabled == (check.test[0] != "NONE" and not check.disable)
+
+
+def test_healthcheck_defaults_are_dockers() -> None:
+    check = Healthcheck(test=["CMD", "true"])
+    assert (check.interval, check.timeout, check.retries, check.start_period,
+            check.start_interval, check.disable) == (30.0, 30.0, 3, 0.0, 5.0, False)
+
+
+def test_stack_rules_hold_for_json_too() -> None:
+    """A Stack from JSON (an API request, a record) is refused for the same reasons."""
+
+    def stack(containers: Mapping[str, object]) -> bytes:
+        return msgspec.json.encode({"project": "p", "path": "/s.toml", "containers": containers})
+
+    cycle = {"a": {"name": "a", "image": "x", "depends_on": {"b": {}}},
+             "b": {"name": "b", "image": "x", "volumes_from": [{"container": "a"}]}}
+    with pytest.raises(msgspec.ValidationError, match=r"dependency cycle: a -> b -> a"):
+        msgspec.json.decode(stack(cycle), type=Stack)
+    unhealthy = {"a": {"name": "a", "image": "x",
+                       "depends_on": {"b": {"condition": "service_healthy"}}},
+                 "b": {"name": "b", "image": "x"}}
+    with pytest.raises(msgspec.ValidationError, match=r"needs a healthcheck on 'b'"):
+        msgspec.json.decode(stack(unhealthy), type=Stack)
+    bad_test = {"a": {"name": "a", "image": "x", "healthcheck": {"test": ["curl"]}}}
+    with pytest.raises(msgspec.ValidationError, match=r"expected 'CMD', 'CMD-SHELL' or 'NONE'"):
+        msgspec.json.decode(stack(bad_test), type=Stack)
+    bad_backoff = {"a": {"name": "a", "image": "x", "restart_backoff": {"initial": 5, "max": 1}}}
+    with pytest.raises(msgspec.ValidationError, match=r"at least initial \(5s\)"):
+        msgspec.json.decode(stack(bad_backoff), type=Stack)
 
 
 def test_relative_paths_are_against_the_config_folder(here: Path, tmp_path: Path,
@@ -545,6 +749,6 @@ def test_json_decoding_runs_the_same_checks() -> None:
 
 def test_every_field_has_a_reader() -> None:
     """Adding a key is adding an annotated field: each one of Container is read by a Field."""
-    fields = config._fields(Container)
+    fields = struct_fields(Container)
     assert set(fields) == set(Container.__struct_fields__)
     assert all(meta is not None for name, (_, meta) in fields.items() if name != "name")

@@ -15,20 +15,28 @@ LAYERS: dict[str, int] = {
     "supervisor": 0, "supervisor.errors": 0, "supervisor.config": 0,
     "supervisor.config_keys": 0, "supervisor.units": 0, "supervisor.interpolate": 0,
     "supervisor.toml_writer": 0, "supervisor.protocol": 0, "supervisor.paths": 0,
-    "supervisor.capabilities": 0, "logging_bus": 0,
+    "supervisor.capabilities": 0, "supervisor.config_lifecycle": 0, "supervisor.graph": 0,
+    "logging_bus": 0,
+    # L1 pure
+    "supervisor.restart": 1, "supervisor.health": 1, "supervisor.plan": 1,
     # L2 kernel (sync, no trio)
     "supervisor.linux": 2, "supervisor.linux.init": 2, "supervisor.linux.namespaces": 2,
     "supervisor.linux.cgroups": 2,
     # L3 engines
     "supervisor.runtime": 3, "supervisor.container": 3, "supervisor.volumes": 3,
-    "supervisor.rootfs": 3,
+    "supervisor.rootfs": 3, "supervisor.httpserver": 3, "supervisor.events": 3,
     # L4 orchestrate
-    "supervisor.foreground": 4,
+    "supervisor.foreground": 4, "supervisor.service": 4, "supervisor.stack": 4,
+    "supervisor.api": 4, "supervisor.daemon": 4, "supervisor.printer": 4,
     # L5 entry
-    "supervisor.cli": 5, "supervisor.__main__": 5,
+    "supervisor.cli": 5, "supervisor.__main__": 5, "supervisor.client": 5,
+    "supervisor.cli_api": 5,
 }
 THIRD_PARTY_HOME = {"pyroute2": {"supervisor.linux.netlink"},
-                    "prompt_toolkit": {"supervisor.tui"}, "httpx": {"supervisor.client"}}
+                    "prompt_toolkit": {"supervisor.tui"}, "httpx": {"supervisor.client"},
+                    "h11": {"supervisor.httpserver"}}
+# The client runs in the CLI and in the TUI's asyncio process: only wire shapes and errors.
+CLIENT_MAY_IMPORT = {"supervisor.protocol", "supervisor.errors", "logging_bus.record"}
 
 
 def modules() -> dict[str, Path]:
@@ -86,6 +94,12 @@ def test_rules_of_who_imports_what() -> None:
             broken.append(f"{name} imports supervisor")
         if name.startswith("supervisor.linux") and "trio" in roots:
             broken.append(f"{name} imports trio")
+        if name == "supervisor.client":
+            ours = {owner(i, modules()) for i in found if i.split(".")[0] in
+                    ("supervisor", "logging_bus")}
+            broken += [f"{name} imports {o}" for o in sorted(ours - CLIENT_MAY_IMPORT, key=str)]
+            if "trio" in roots:
+                broken.append(f"{name} imports trio (the TUI runs on asyncio)")
         for lib, homes in THIRD_PARTY_HOME.items():
             if lib in roots and not any(name == h or name.startswith(h + ".") for h in homes):
                 broken.append(f"{name} imports {lib} (its home is {sorted(homes)})")

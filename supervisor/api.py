@@ -1,0 +1,803 @@
+"""The control API: Docker-Engine-like paths over the project's api.sock.
+
+Every handler turns our errors into a 4xx with a one-line `{"message": ...}`: a
+`ContainerError` naming a missing container is 404, a conflict (running, not running) 409,
+bad input 400.  Streams (events, stats, exec and attach output) are NDJSON.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import msgspec
+import trio
+
+from supervisor import __version__, config
+from supervisor.errors import ContainerError, SupervisorError
+from supervisor.httpserver import HTTPError, Request, Response, Router, Stream, Upgrade
+from supervisor.protocol import (
+    ContainerInspect,
+    ContainerSummary,
+    ExecRequest,
+    ExitStatus,
+    OutputFrame,
+    ProcessRow,
+    StatsView,
+    UpdateRequest,
+)
+from supervisor.runtime import ContainerProcess
+from supervisor.service import Chunk, Service
+from supervisor.stack import Stack
+from supervisor.units import parse_signal
+
+NDJSON = "application/x-ndjson"
+
+
+def _status_text(service: Service) -> str:
+    """Docker's human status column: `Up 5 seconds (healthy)`, `Exited (1) 3 seconds ago`."""
+    state = service.state()
+    rec = service.container.record
+    if state.status in ("running", "paused"):
+        text = "Up " + _ago(rec.started_at, suffix="")
+        if state.paused:
+            text += " (Paused)"
+        elif state.health is not None:
+            health = state.health.status
+            text += f" ({'health: starting' if health == 'starting' else health})"
+        return text
+    if state.status == "restarting":
+        return f"Restarting ({rec.exit_code}) " + _ago(rec.finished_at)
+    if state.status == "exited" and rec.finished_at:
+        return f"Exited ({rec.exit_code}) " + _ago(rec.finished_at)
+    return "Created"
+
+
+def _ago(stamp: str | None, suffix: str = " ago") -> str:
+    if not stamp:
+        return ""
+    seconds = max(0.0, time.time() - datetime.fromisoformat(stamp).timestamp())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}{suffix}"
+    n = int(seconds)
+    return ("Less than a second" if n < 1 else f"{n} second{'s' if n != 1 else ''}") + suffix
+
+
+def summary(service: Service) -> ContainerSummary:
+    c = service.container
+    argv = list(c.cfg.entrypoint or []) + list(c.cfg.command or [])
+    return ContainerSummary(name=c.name, image=c.cfg.image or c.cfg.rootfs or "",
+                            command=" ".join(argv), created=c.record.created,
+                            state=service.state(), status=_status_text(service))
+
+
+def inspect(service: Service) -> ContainerInspect:
+    c = service.container
+    return ContainerInspect(name=c.name, project=c.record.project, created=c.record.created,
+                            image=c.cfg.image or c.cfg.rootfs or "",
+                            config=msgspec.Raw(c.record.config), state=service.state(),
+                            mounts=list(c.record.mounts), cgroup=c.record.cgroup)
+
+
+@dataclass
+class ExecState:
+    """Docker's exec instance: created, started once, then its exit code is kept."""
+
+    container: str
+    request: ExecRequest
+    process: ContainerProcess | None = None
+    exit_code: int | None = None
+    running: bool = False
+    pty_master: int | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class Api:
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.execs: dict[str, ExecState] = {}
+        self.router = Router()
+        self._routes()
+
+    def service(self, name: str) -> Service:
+        try:
+            return self.stack.services[name]
+        except KeyError:
+            raise HTTPError(404, f"No such container: {name}") from None
+
+    def _routes(self) -> None:
+        r = self.router
+
+        @r.route("GET", "/_ping")
+        async def ping(req: Request) -> Response:
+            return Response(body=b"OK", content_type="text/plain")
+
+        @r.route("GET", "/version")
+        async def version(req: Request) -> Response:
+            return Response(body={"Version": __version__, "ApiVersion": "1.41",
+                                  "Project": self.stack.paths.project, "Pid": os.getpid()})
+
+        @r.route("GET", "/containers/json")
+        async def ps(req: Request) -> Response:
+            show_all = req.query_bool("all")
+            filters = _filters(req)
+            rows = []
+            for service in self.stack.services.values():
+                row = summary(service)
+                if not show_all and row.state.status not in ("running", "restarting",
+                                                             "paused"):
+                    continue
+                if not _matches(row, filters):
+                    continue
+                rows.append(row)
+            return Response(body=sorted(rows, key=lambda s: s.name))
+
+        @r.route("GET", "/containers/{name}/json")
+        async def inspect_one(req: Request) -> Response:
+            return Response(body=inspect(self.service(req.params["name"])))
+
+        @r.route("POST", "/containers/create")
+        async def create(req: Request) -> Response:
+            name = req.query_str("name") or f"run-{secrets.token_hex(3)}"
+            raw = req.json(dict[str, object])
+            cfg = _container_config(name, raw)
+            service = _call(lambda: self.stack.add_container(cfg, start=False))
+            return Response(status=201, body={"Id": service.name, "Warnings": []})
+
+        @r.route("POST", "/containers/{name}/start")
+        async def start(req: Request) -> Response:
+            service = self.service(req.params["name"])
+            if service.status == "running":
+                return Response(status=304)
+            service.start()
+            with trio.move_on_after(30):
+                while service.status not in ("running", "exited") or (
+                        service.status == "exited" and service.want_running):
+                    await trio.sleep(0.005)
+            if service.status == "exited" and service.container.record.error:
+                raise HTTPError(409, service.container.record.error)
+            return Response(status=204)
+
+        @r.route("POST", "/containers/{name}/stop")
+        async def stop(req: Request) -> Response:
+            service = self.service(req.params["name"])
+            if service.status not in ("running", "restarting"):
+                return Response(status=304)
+            await service.stop(_timeout(req))
+            return Response(status=204)
+
+        @r.route("POST", "/containers/{name}/restart")
+        async def restart(req: Request) -> Response:
+            service = self.service(req.params["name"])
+            await service.restart(_timeout(req))
+            return Response(status=204)
+
+        @r.route("POST", "/containers/{name}/kill")
+        async def kill(req: Request) -> Response:
+            service = self.service(req.params["name"])
+            sig = req.query_str("signal") or "SIGKILL"
+            try:
+                number = parse_signal(sig)
+            except ValueError as e:
+                raise HTTPError(400, f"signal: {e}") from None
+            _call(lambda: service.kill(number), conflict=True)
+            return Response(status=204)
+
+        @r.route("POST", "/containers/{name}/pause")
+        async def pause(req: Request) -> Response:
+            _call(self.service(req.params["name"]).pause, conflict=True)
+            return Response(status=204)
+
+        @r.route("POST", "/containers/{name}/unpause")
+        async def unpause(req: Request) -> Response:
+            _call(self.service(req.params["name"]).unpause, conflict=True)
+            return Response(status=204)
+
+        @r.route("POST", "/containers/{name}/wait")
+        async def wait(req: Request) -> Response:
+            info = await self.service(req.params["name"]).wait_exit()
+            return Response(body=ExitStatus(status_code=info.exit_code,
+                                            oom_killed=info.oom_killed))
+
+        @r.route("DELETE", "/containers/{name}")
+        async def remove(req: Request) -> Response:
+            name = req.params["name"]
+            self.service(name)
+            try:
+                await self.stack.remove(name, force=req.query_bool("force"),
+                                        volumes=req.query_bool("v"))
+            except ContainerError as e:
+                raise HTTPError(409, str(e)) from None
+            return Response(status=204)
+
+        @r.route("GET", "/containers/{name}/stats")
+        async def stats(req: Request) -> Response | Stream:
+            service = self.service(req.params["name"])
+            if not req.query_bool("stream", True):
+                first = _stats(service, None)
+                await trio.sleep(0.5)
+                return Response(body=_stats(service, first))
+            return Stream(_ndjson(self._stats_stream(service)), content_type=NDJSON)
+
+        @r.route("GET", "/containers/{name}/top")
+        async def top(req: Request) -> Response:
+            service = self.service(req.params["name"])
+            if service.status != "running":
+                raise HTTPError(409, f"Container {service.name} is not running")
+            cgroup = service.container.runtime.cgroups.open(service.container.record.cgroup)
+            pids = cgroup.pids() if cgroup else []
+            return Response(body=[row for pid in pids if (row := _process_row(pid))])
+
+        @r.route("GET", "/containers/{name}/port")
+        async def port(req: Request) -> Response:
+            self.service(req.params["name"])
+            return Response(body=[])  # published ports come with networking
+
+        @r.route("POST", "/containers/{name}/update")
+        async def update(req: Request) -> Response:
+            service = self.service(req.params["name"])
+            body = req.json(UpdateRequest)
+            _call(lambda: _update(service, body))
+            return Response(body={"Warnings": []})
+
+        @r.route("POST", "/containers/{name}/exec")
+        async def exec_create(req: Request) -> Response:
+            service = self.service(req.params["name"])
+            body = req.json(ExecRequest)
+            if not body.cmd:
+                raise HTTPError(400, "cmd: expected a command, got []")
+            if service.status != "running":
+                raise HTTPError(409, f"Container {service.name} is not running")
+            exec_id = secrets.token_hex(16)
+            self.execs[exec_id] = ExecState(service.name, body)
+            return Response(status=201, body={"Id": exec_id})
+
+        @r.route("POST", "/exec/{id}/start")
+        async def exec_start(req: Request) -> Response | Stream | Upgrade:
+            state = self._exec(req.params["id"])
+            if state.process is not None or state.exit_code is not None:
+                raise HTTPError(409, f"exec {req.params['id']} has already run")
+            if state.request.tty or state.request.stdin:
+                return Upgrade(self._exec_interactive(state))
+            return Stream(_ndjson(self._exec_stream(state)), content_type=NDJSON)
+
+        @r.route("GET", "/exec/{id}/json")
+        async def exec_inspect(req: Request) -> Response:
+            state = self._exec(req.params["id"])
+            return Response(body={"ID": req.params["id"], "Running": state.running,
+                                  "ExitCode": state.exit_code,
+                                  "ContainerName": state.container})
+
+        @r.route("POST", "/exec/{id}/resize")
+        async def exec_resize(req: Request) -> Response:
+            state = self._exec(req.params["id"])
+            h, w = req.query_int("h", 24), req.query_int("w", 80)
+            if state.pty_master is not None:
+                _resize(state.pty_master, h, w)
+            return Response(status=200, body={})
+
+        @r.route("POST", "/containers/{name}/attach")
+        async def attach(req: Request) -> Stream | Upgrade:
+            """Live output (NDJSON frames; the last carries the exit code).  `start=1` starts
+            the container once subscribed, so `run` misses nothing; an Upgrade request
+            makes the connection the container's raw terminal (`run -it`)."""
+            service = self.service(req.params["name"])
+            send, receive = trio.open_memory_channel[Chunk](1024)
+            service.attachers.add(send)
+            if req.query_bool("start"):
+                service.start()
+            if req.headers.get("upgrade"):
+                return Upgrade(self._attach_raw(service, send, receive))
+            return Stream(_ndjson(self._attach_stream(service, send, receive)),
+                          content_type=NDJSON)
+
+        @r.route("GET", "/containers/{name}/archive")
+        async def archive_get(req: Request) -> Stream:
+            service = self.service(req.params["name"])
+            path = _container_path(req)
+            parent, base = os.path.split(path.rstrip("/")) if path != "/" else ("/", ".")
+            argv = ["tar", "cf", "-", "-C", parent or "/", base]
+            return Stream(self._exec_raw(service, argv, None),
+                          content_type="application/x-tar")
+
+        @r.route("PUT", "/containers/{name}/archive")
+        async def archive_put(req: Request) -> Response:
+            service = self.service(req.params["name"])
+            path = _container_path(req)
+            async for _ in self._exec_raw(service, ["tar", "xf", "-", "-C", path], req.body,
+                                          check=True):
+                pass
+            return Response(status=200, body={})
+
+        @r.route("GET", "/events")
+        async def events(req: Request) -> Stream:
+            since = _float(req, "since")
+            until = _float(req, "until")
+            filters = _filters(req)
+            names = set(filters.get("container", []) + filters.get("name", []))
+
+            async def gen() -> AsyncIterator[bytes]:
+                async for event in self.stack.events.subscribe(since, until):
+                    if names and event.container not in names:
+                        continue
+                    yield msgspec.json.encode(event) + b"\n"
+
+            return Stream(gen(), content_type=NDJSON)
+
+        @r.route("POST", "/stack/up")
+        async def stack_up(req: Request) -> Response:
+            # The client resolved the file (its ${VAR}s, its .env): we get the Stack itself.
+            new = req.json(config.Stack)
+            if new.project != self.stack.paths.project:
+                raise HTTPError(400, f"project: this supervisor runs {self.stack.paths.project!r}"
+                                f", got {new.project!r}")
+            try:
+                changed = await self.stack.apply(new)
+            except SupervisorError as e:
+                raise HTTPError(400, str(e)) from None
+            return Response(body={"recreated": changed})
+
+        @r.route("POST", "/stack/down")
+        async def stack_down(req: Request) -> Response:
+            self.stack.down_volumes = req.query_bool("v")
+            self.stack.remove_on_shutdown = True
+            self.stack.shutdown()
+            return Response(status=202, body={})
+
+    # -- helpers that need the stack ------------------------------------------------------
+
+    def _exec(self, exec_id: str) -> ExecState:
+        try:
+            return self.execs[exec_id]
+        except KeyError:
+            raise HTTPError(404, f"No such exec instance: {exec_id}") from None
+
+    async def _stats_stream(self, service: Service) -> AsyncIterator[StatsView]:
+        previous = None
+        while service.status == "running":
+            current = _stats(service, previous)
+            yield current
+            previous = current
+            await trio.sleep(1)
+
+    async def _attach_stream(self, service: Service, send: trio.MemorySendChannel[Chunk],
+                             receive: trio.MemoryReceiveChannel[Chunk],
+                             ) -> AsyncIterator[OutputFrame]:
+        try:
+            async with receive:
+                async for stream, data, code in receive:
+                    if code is not None:
+                        yield OutputFrame(exit_code=code)
+                        return
+                    yield OutputFrame(stream=stream, data=data.decode(errors="replace"))
+        finally:
+            service.attachers.discard(send)
+
+    def _attach_raw(self, service: Service, send: trio.MemorySendChannel[Chunk],
+                    receive: trio.MemoryReceiveChannel[Chunk],
+                    ) -> Callable[[trio.abc.Stream, Request], Awaitable[None]]:
+        async def handler(stream: trio.abc.Stream, req: Request) -> None:
+            async def typing() -> None:
+                while data := await stream.receive_some(65536):
+                    service.write_stdin(bytes(data))
+                service.close_stdin()
+
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(typing)
+                    async with receive:
+                        async for _stream, data, code in receive:
+                            if code is not None:
+                                break
+                            await stream.send_all(data)
+                    nursery.cancel_scope.cancel()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            finally:
+                service.attachers.discard(send)
+
+        return handler
+
+    async def _exec_stream(self, state: ExecState) -> AsyncIterator[OutputFrame]:
+        service = self.service(state.container)
+        req = state.request
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            state.process = await service.container.exec(
+                list(req.cmd), stdin=devnull, stdout=out_w, stderr=err_w,
+                env=_env_list(req.env), user=req.user, workdir=req.workdir)
+        except ContainerError as e:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            state.exit_code = e.exit_code
+            state.done.set()
+            yield OutputFrame(stream="stderr", data=f"{e}\n")
+            yield OutputFrame(exit_code=e.exit_code)
+            return
+        finally:
+            for fd in (out_w, err_w, devnull):
+                os.close(fd)
+        state.running = True
+        send, receive = trio.open_memory_channel[OutputFrame](64)
+        try:
+            async with trio.open_nursery() as nursery:
+                for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
+                    nursery.start_soon(_read_frames, fd, stream, send.clone())
+                send.close()
+                async with receive:
+                    async for frame in receive:
+                        yield frame
+            state.exit_code = await state.process.wait()
+            state.running = False
+            state.done.set()
+            yield OutputFrame(exit_code=state.exit_code)
+        finally:
+            if state.exit_code is None:  # the client went away: end the process too
+                state.process.send_signal(signal.SIGKILL)
+                with trio.CancelScope(shield=True):
+                    state.exit_code = await state.process.wait()
+                state.running = False
+                state.done.set()
+
+    def _exec_interactive(self, state: ExecState) -> Callable[[trio.abc.Stream, Request],
+                                                              Awaitable[None]]:
+        """`exec -it`: the hijacked connection becomes the process's terminal (or pipes)."""
+
+        async def handler(stream: trio.abc.Stream, req: Request) -> None:
+            service = self.service(state.container)
+            ask = state.request
+            if ask.tty:
+                master, slave = os.openpty()
+                os.set_inheritable(master, False)
+                state.pty_master = master
+                stdio, theirs, ours = [slave, slave, slave], [slave], [master]
+                ours_in = ours_out = master
+            else:
+                in_r, in_w = os.pipe2(os.O_CLOEXEC)
+                out_r, out_w = os.pipe2(os.O_CLOEXEC)
+                stdio, theirs, ours = [in_r, out_w, out_w], [in_r, out_w], [in_w, out_r]
+                ours_in, ours_out = in_w, out_r
+            fds = _FdSet(ours)
+            try:
+                state.process = await service.container.exec(
+                    list(ask.cmd), stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
+                    env=_env_list(ask.env), user=ask.user, workdir=ask.workdir, tty=ask.tty)
+            except ContainerError as e:
+                state.exit_code = e.exit_code
+                state.done.set()
+                fds.close_all()
+                await stream.send_all(f"{e}\r\n".encode())
+                return
+            finally:
+                for fd in theirs:
+                    os.close(fd)
+            state.running = True
+            process = state.process
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_fd_to_stream, ours_out, stream)
+                    nursery.start_soon(_stream_to_fd, stream, ours_in,
+                                       fds if ours_in != ours_out else None)
+                    state.exit_code = await process.wait()
+                    state.running = False
+                    nursery.cancel_scope.deadline = trio.current_time() + 0.5
+            finally:
+                if state.exit_code is None:
+                    process.send_signal(signal.SIGKILL)
+                    with trio.CancelScope(shield=True):
+                        state.exit_code = await process.wait()
+                state.running = False
+                state.pty_master = None
+                state.done.set()
+                fds.close_all()
+
+        return handler
+
+    async def _exec_raw(self, service: Service, argv: list[str], stdin_data: bytes | None,
+                        check: bool = False) -> AsyncIterator[bytes]:
+        """Runs a helper command (tar) in the container, yielding its stdout."""
+        in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            proc = await service.container.exec(argv, stdin=in_r, stdout=out_w, stderr=err_w)
+        except ContainerError as e:
+            for fd in (in_w, out_r, err_r):
+                os.close(fd)
+            raise HTTPError(409 if service.status != "running" else 500, str(e)) from None
+        finally:
+            for fd in (in_r, out_w, err_w):
+                os.close(fd)
+        errors: list[bytes] = []
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_write_all_and_close, in_w, stdin_data or b"")
+                nursery.start_soon(_collect, err_r, errors)
+                async for chunk in _read_chunks(out_r):
+                    yield chunk
+            code = await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGKILL)
+                with trio.CancelScope(shield=True):
+                    await proc.wait()
+        if code != 0 and check:
+            message = b"".join(errors).decode(errors="replace").strip().splitlines()
+            raise HTTPError(400, message[-1] if message else f"tar exited with {code}")
+
+
+# -- pure helpers -------------------------------------------------------------------------
+
+def _call(fn, conflict: bool = False):  # type: ignore[no-untyped-def]
+    """Our errors -> HTTP errors: one line, never a 500."""
+    try:
+        return fn()
+    except ContainerError as e:
+        raise HTTPError(409 if conflict or e.exit_code != 125 else 400, str(e)) from None
+    except SupervisorError as e:
+        raise HTTPError(400, str(e)) from None
+
+
+def _container_config(name: str, raw: dict[str, object]) -> config.Container:
+    try:
+        return config.container_from_mapping(name, raw, where="create")
+    except SupervisorError as e:
+        raise HTTPError(400, str(e)) from None
+
+
+def _timeout(req: Request) -> float | None:
+    if "t" not in req.query:
+        return None
+    t = req.query_int("t", 10)
+    if t < 0:
+        raise HTTPError(400, f"t: expected seconds >= 0, got {t}")
+    return float(t)
+
+
+def _float(req: Request, name: str) -> float | None:
+    value = req.query_str(name)
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise HTTPError(400, f"{name}: expected Unix seconds, got {value!r}") from None
+
+
+def _filters(req: Request) -> dict[str, list[str]]:
+    """Docker's `filters` JSON ({"status": ["running"]}) or repeated `filter=K=V`."""
+    out: dict[str, list[str]] = {}
+    raw = req.query_str("filters")
+    if raw:
+        try:
+            decoded = msgspec.json.decode(raw, type=dict[str, list[str]])
+        except msgspec.DecodeError as e:
+            raise HTTPError(400, f"filters: expected JSON such as "
+                            f'{{"status": ["running"]}}: {e}') from None
+        out.update(decoded)
+    for item in req.query.get("filter", []):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise HTTPError(400, f"filter: expected KEY=VALUE, got {item!r}")
+        out.setdefault(key, []).append(value)
+    for key in out:
+        if key not in ("name", "status", "health", "id"):
+            raise HTTPError(400, f"filters: unknown filter {key!r}, expected name, status, "
+                            "health or id")
+    return out
+
+
+def _matches(row: ContainerSummary, filters: dict[str, list[str]]) -> bool:
+    for key, values in filters.items():
+        if key in ("name", "id") and not any(v in row.name for v in values):
+            return False
+        if key == "status" and row.state.status not in values:
+            return False
+        if key == "health" and (row.state.health.status if row.state.health else "none") \
+                not in values:
+            return False
+    return True
+
+
+def _stats(service: Service, previous: StatsView | None) -> StatsView:
+    now = time.time()
+    try:
+        s = service.container.stats()
+    except SupervisorError:
+        s = None
+    usage = s.cpu_usage_ns if s else 0
+    percent = 0.0
+    if previous is not None and now > previous.read:
+        percent = max(0.0, (usage - previous.cpu_usage_ns) / 1e9 / (now - previous.read) * 100)
+    return StatsView(name=service.name, read=now, cpu_usage_ns=usage, cpu_percent=percent,
+                     memory_usage=s.memory_usage if s else 0,
+                     memory_limit=s.memory_limit if s else None,
+                     pids=s.pids_current if s else 0, nr_throttled=s.nr_throttled if s else 0)
+
+
+def _process_row(pid: int) -> ProcessRow | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+    uid = next((line.split()[1] for line in status.splitlines() if line.startswith("Uid:")),
+               "?")
+    command = cmdline.replace(b"\0", b" ").decode(errors="replace").strip() or \
+        stat[stat.index("(") + 1:stat.rindex(")")]
+    return ProcessRow(pid=pid, ppid=ppid, user=uid, command=command)
+
+
+def _update(service: Service, body: UpdateRequest) -> None:
+    """Changed limits, parsed as the stack file's keys; the whole config re-validated."""
+    from supervisor.config_lifecycle import parse_restart
+    from supervisor.units import parse_size
+
+    changes: dict[str, object] = {}
+    try:
+        for key in ("mem_limit", "memswap_limit"):
+            value = getattr(body, key)
+            if value is not None:
+                changes[key] = -1 if value in (-1, "-1") else parse_size(value)
+        if body.cpus is not None:
+            if body.cpus <= 0:
+                raise ValueError(f"cpus: expected a number of CPUs above 0, got {body.cpus}")
+            changes["cpus"] = body.cpus
+        if body.pids_limit is not None:
+            changes["pids_limit"] = body.pids_limit
+        if body.restart is not None:
+            changes["restart"] = parse_restart(body.restart)
+    except ValueError as e:
+        raise HTTPError(400, f"update: {e}") from None
+    candidate = msgspec.structs.replace(service.container.cfg, **changes)
+    try:  # decoding runs the cross-key checks (memswap_limit >= mem_limit...)
+        cfg = msgspec.json.decode(msgspec.json.encode(candidate), type=config.Container)
+    except msgspec.ValidationError as e:
+        raise HTTPError(400, f"update: {e}") from None
+    service.container.update_config(cfg)
+
+
+def _env_list(items: list[str]) -> dict[str, str]:
+    env = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        env[key] = value
+    return env
+
+
+def _container_path(req: Request) -> str:
+    path = req.query_str("path")
+    if not path or not path.startswith("/"):
+        raise HTTPError(400, f"path: expected an absolute path in the container, got {path!r}")
+    return path
+
+
+def _resize(fd: int, rows: int, cols: int) -> None:
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+async def _ndjson(items: AsyncIterator[msgspec.Struct]) -> AsyncIterator[bytes]:
+    encoder = msgspec.json.Encoder()
+    async for item in items:
+        yield encoder.encode(item) + b"\n"
+
+
+async def _read_chunks(fd: int) -> AsyncIterator[bytes]:
+    os.set_blocking(fd, False)
+    try:
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            yield data
+    finally:
+        trio.lowlevel.notify_closing(fd)
+        os.close(fd)
+
+
+async def _read_frames(fd: int, stream: str,
+                       send: trio.MemorySendChannel[OutputFrame]) -> None:
+    async with send:
+        async for data in _read_chunks(fd):
+            await send.send(OutputFrame(stream=stream, data=data.decode(errors="replace")))
+
+
+async def _collect(fd: int, into: list[bytes]) -> None:
+    async for data in _read_chunks(fd):
+        into.append(data)
+
+
+async def _write_all_and_close(fd: int, data: bytes) -> None:
+    os.set_blocking(fd, False)
+    view = memoryview(data)
+    try:
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(fd)
+            except BrokenPipeError:
+                return
+    finally:
+        trio.lowlevel.notify_closing(fd)
+        os.close(fd)
+
+
+async def _fd_to_stream(fd: int, stream: trio.abc.Stream) -> None:
+    os.set_blocking(fd, False)
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(fd)
+            continue
+        except OSError:
+            break
+        if not data:
+            break
+        await stream.send_all(data)
+    try:
+        await stream.send_eof()  # type: ignore[attr-defined]
+    except (AttributeError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
+
+
+class _FdSet:
+    """Our ends of an exec's pipes, each closed exactly once (a second close could hit a
+    reused descriptor)."""
+
+    def __init__(self, fds: list[int]) -> None:
+        self.open = set(fds)
+
+    def close(self, fd: int) -> None:
+        if fd in self.open:
+            self.open.discard(fd)
+            trio.lowlevel.notify_closing(fd)
+            os.close(fd)
+
+    def close_all(self) -> None:
+        for fd in list(self.open):
+            self.close(fd)
+
+
+async def _stream_to_fd(stream: trio.abc.Stream, fd: int, close_at_eof: _FdSet | None) -> None:
+    os.set_blocking(fd, False)
+    while True:
+        try:
+            data = await stream.receive_some(65536)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            break
+        if not data:
+            break
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(fd)
+            except OSError:
+                return
+    if close_at_eof is not None:
+        close_at_eof.close(fd)  # the process sees EOF on its stdin
