@@ -661,10 +661,10 @@ def _update(service: Service, body: UpdateRequest) -> None:
             changes["restart"] = parse_restart(body.restart)
     except ValueError as e:
         raise HTTPError(400, f"update: {e}") from None
-    candidate = msgspec.structs.replace(service.container.cfg, **changes)
     try:  # decoding runs the cross-key checks (memswap_limit >= mem_limit...)
+        candidate = msgspec.structs.replace(service.container.cfg, **changes)
         cfg = msgspec.json.decode(msgspec.json.encode(candidate), type=config.Container)
-    except msgspec.ValidationError as e:
+    except (msgspec.ValidationError, ValueError) as e:
         raise HTTPError(400, f"update: {e}") from None
     service.container.update_config(cfg)
 

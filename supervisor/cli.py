@@ -186,7 +186,7 @@ def _start_detached(paths: ProjectPaths, stack_file: Path | None) -> None:
     proc = spawn_detached(argv, paths)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if reachable(paths):
+        if reachable(paths, strict=False):
             return
         if proc.poll() is not None:
             break
@@ -318,7 +318,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     import time
 
     from supervisor import config
-    from supervisor.cli_api import client_for, find_project, reachable
+    from supervisor.cli_api import client_for, find_project, reachable, supervisor_alive
 
     paths = find_project(args, required=False)
     if paths is None and args.file:
@@ -328,7 +328,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     if reachable(paths):
         client_for(paths).post("/stack/down", v=int(args.volumes))
         deadline = time.monotonic() + 600
-        while reachable(paths) and time.monotonic() < deadline:
+        while supervisor_alive(paths) and time.monotonic() < deadline:
             time.sleep(0.05)
         return 0
     return _down_offline(paths, args.volumes)

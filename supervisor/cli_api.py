@@ -84,15 +84,37 @@ def connect(args: argparse.Namespace, timeout: float = 60) -> Client:
     return client_for(paths, timeout)
 
 
-def reachable(paths: ProjectPaths) -> bool:
-    sock = paths.run / "api.sock"
-    if not sock.exists():
+def supervisor_alive(paths: ProjectPaths) -> bool:
+    """Whether a supervisor holds the project's lock, answering or not."""
+    import fcntl
+
+    try:
+        fd = os.open(paths.run / "lock", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
         return False
     try:
-        Client(str(sock), timeout=2).get("/_ping")
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    except SupervisorError:
+    finally:
+        os.close(fd)
+    return False
+
+
+def reachable(paths: ProjectPaths, *, strict: bool = True) -> bool:
+    """A supervisor runs the project.  One that holds the lock but does not answer is an
+    error (unless not `strict`: while one starts), never a reason to act on its containers
+    behind its back."""
+    if not supervisor_alive(paths):
         return False
+    try:
+        Client(str(paths.run / "api.sock"), timeout=10).get("/_ping")
+    except SupervisorError as e:
+        if not strict:
+            return False
+        raise SupervisorError(f"the supervisor of project {paths.project} runs but does not "
+                              f"answer: {e}") from e
+    return True
 
 
 def _each(args: argparse.Namespace, action: str, **query: Any) -> int:

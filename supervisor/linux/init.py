@@ -294,7 +294,10 @@ def _read_table(path: str) -> list[list[str]]:
 
 def resolve_user(user: str | None, env: dict[str, str]) -> tuple[int, int, list[int], str]:
     """uid, gid, supplementary groups and home from the container's own /etc (Docker's rules)."""
-    name_or_uid, _, group = (user or "0").partition(":")
+    if not user:
+        # root, as Docker's default; skip parsing passwd/group (~0.3 ms) for the common case
+        return 0, 0, [], "/root"
+    name_or_uid, _, group = user.partition(":")
     passwd = _read_table("/etc/passwd")
     entry = next((e for e in passwd if e[0] == name_or_uid or
                   (name_or_uid.isdigit() and len(e) > 2 and e[2] == name_or_uid)), None)
@@ -340,15 +343,23 @@ def set_capabilities(keep: list[int]) -> None:
     _check(libc.capset(header, data), "capset")
 
 
-def reset_signals() -> None:
-    """Python ignores SIGPIPE (and more); an ignored disposition survives exec (recipes §8)."""
+def _non_default_signals() -> list[int]:
+    """Signals whose disposition is not the default in this server (measured once: resetting
+    all 64 in every container costs ~0.2 ms)."""
+    out = []
     for sig in range(1, signal.NSIG):
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
         try:
-            signal.signal(sig, signal.SIG_DFL)
+            if signal.getsignal(sig) not in (signal.SIG_DFL, None):
+                out.append(sig)
         except (OSError, ValueError):
             pass
+    return out
+
+
+def reset_signals() -> None:
+    """Python ignores SIGPIPE (and more); an ignored disposition survives exec (recipes §8)."""
+    for sig in _NON_DEFAULT_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
@@ -551,7 +562,10 @@ def serve(sock_fd: int) -> None:
         sock.send(marshal.dumps(reply))
 
 
+_NON_DEFAULT_SIGNALS: list[int] = []
+
 if __name__ == "__main__":
     # SIGINT goes to the whole foreground process group on Ctrl-C; the supervisor decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _NON_DEFAULT_SIGNALS = _non_default_signals()
     serve(int(sys.argv[1]))

@@ -403,3 +403,63 @@ stop_grace_period = "0s"
     assert r.returncode == 1
     assert f"project {project.project} already has a supervisor (pid {s.pid})" in r.stdout + \
         r.stderr
+
+
+def test_attach_events_and_stats_stream(stack: list[Supervised], project: ProjectPaths,
+                                        tmp_path: Path, busybox_rootfs: Path) -> None:
+    s = make(stack, project, tmp_path, """
+[containers.ticker]
+rootfs = "ROOTFS"
+command = ["sh", "-c", "for i in 1 2 3; do sleep 0.3; echo tick $$i; done; exit 5"]  # $$: Compose escaping
+restart = "no"
+""", busybox_rootfs)
+    assert s.up().returncode == 0
+    r = s.cli("attach", "ticker", timeout=30)
+    assert r.returncode == 5 and "tick 3" in r.stdout
+    text = s.ok("events", "--since", "0", "--until", str(time.time()))
+    lines = text.splitlines()
+    assert any(" container start ticker (pid=" in line for line in lines)
+    assert any(line.endswith("container die ticker (exitCode=5, oomKilled=false)")
+               for line in lines)
+    s.ok("start", "ticker")
+    with subprocess.Popen([sys.executable, "-m", "supervisor", "-p", project.project, "stats",
+                           "--format", "json", "ticker"], stdout=subprocess.PIPE,
+                          text=True) as follower:
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())
+        follower.send_signal(signal.SIGINT)
+        follower.wait(timeout=10)
+    assert first["name"] == "ticker"
+
+
+def test_abort_on_container_exit_and_exit_code_from(project: ProjectPaths, tmp_path: Path,
+                                                    busybox_rootfs: Path) -> None:
+    (tmp_path / "stack.toml").write_text(f"""
+[containers.server]
+rootfs = "{busybox_rootfs}"
+command = ["sleep", "300"]
+init = true
+
+[containers.tests]
+rootfs = "{busybox_rootfs}"
+command = ["sh", "-c", "sleep 0.5; echo tests done; exit 4"]
+""")
+    r = sv("-p", project.project, "up", "--no-color", "--exit-code-from", "tests",
+           str(tmp_path / "stack.toml"), timeout=60)
+    assert r.returncode == 4, r.stderr
+    assert "tests   | tests done" in r.stdout.splitlines()
+    assert "tests exited: aborting on container exit" in r.stderr
+    assert sv("-p", project.project, "down").returncode == 0
+
+
+def test_run_interactive_joins_with_stdin(stack: list[Supervised], project: ProjectPaths,
+                                          tmp_path: Path, busybox_rootfs: Path) -> None:
+    s = make(stack, project, tmp_path, """
+[containers.idle]
+rootfs = "ROOTFS"
+command = ["sleep", "300"]
+stop_grace_period = "0s"
+""", busybox_rootfs)
+    assert s.up().returncode == 0
+    r = s.cli("run", "--rm", "-i", str(busybox_rootfs), "tr", "a-z", "A-Z", input="typed\n")
+    assert (r.returncode, r.stdout) == (0, "TYPED\n"), r.stderr
