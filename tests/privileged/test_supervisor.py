@@ -408,9 +408,9 @@ stop_grace_period = "0s"
 def test_attach_events_and_stats_stream(stack: list[Supervised], project: ProjectPaths,
                                         tmp_path: Path, busybox_rootfs: Path) -> None:
     s = make(stack, project, tmp_path, """
-[containers.ticker]
+[containers.ticker]  # $$i: Compose escaping of $
 rootfs = "ROOTFS"
-command = ["sh", "-c", "for i in 1 2 3; do sleep 0.3; echo tick $$i; done; exit 5"]  # $$: Compose escaping
+command = ["sh", "-c", "for i in 1 2 3; do sleep 0.3; echo tick $$i; done; exit 5"]
 restart = "no"
 """, busybox_rootfs)
     assert s.up().returncode == 0
