@@ -12,7 +12,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 packages=(python3 python3-venv python3-pip busybox-static tini iproute2 nftables
           redis-server redis-tools)
-[ "$test_deps" = 1 ] && packages+=(tmux)
+[ "$test_deps" = 1 ] && packages+=(tmux curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -83,7 +83,7 @@ def inspect(service: Service) -> ContainerInspect:
     c = service.container
     return ContainerInspect(name=c.name, project=c.record.project, created=c.record.created,
                             image=c.cfg.image or c.cfg.rootfs or "",
-                            config=msgspec.Raw(c.record.config), state=service.state(),
+                            config=c.record.config, state=service.state(),
                             mounts=list(c.record.mounts), cgroup=c.record.cgroup)
 
 

@@ -167,7 +167,7 @@ class Container:
             remove_tree(d)
             raise
         record = ContainerRecord(name=cfg.name, project=paths.project, created=now(),
-                                 config=msgspec.json.encode(cfg), mounts=mounts,
+                                 config=msgspec.Raw(msgspec.json.encode(cfg)), mounts=mounts,
                                  cgroup=paths.kernel_name(cfg.name))
         self = cls(runtime, paths, cfg, record)
         self.save()
@@ -369,7 +369,8 @@ class Container:
         oom = False
         if self._cgroup is not None:
             cgroup = self._cgroup
-            oom = cgroup.oom_kills() > 0
+            # Only a memory limit makes a cgroup OOM kill (what Docker reports as OOMKilled).
+            oom = self.cfg.mem_limit is not None and cgroup.oom_kills() > 0
             # PID 1's death SIGKILLed its pid namespace before it could be reaped, so the
             # cgroup is normally empty now; if not, kill and retry off the event loop.
             if not _remove_now(cgroup):
@@ -423,7 +424,7 @@ class Container:
             if cgroup is not None:
                 cgroup.apply(self._limits())
             raise
-        self.record.config = msgspec.json.encode(cfg)
+        self.record.config = msgspec.Raw(msgspec.json.encode(cfg))
         self.save()
 
     def freeze(self, frozen: bool) -> None:
@@ -487,9 +488,7 @@ def _replace_file(name: str, data: bytes, parent: int) -> None:
 def _remove_now(cgroup: Cgroup) -> bool:
     """One quick try at removing an empty cgroup, without sleeping."""
     try:
-        if cgroup.pids():
-            return False
-        cgroup.remove(timeout=0)
+        cgroup.remove(timeout=0)  # EBUSY if a process is still inside
     except SupervisorError:
         return False
     return True

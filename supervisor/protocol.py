@@ -30,7 +30,7 @@ class ContainerRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
     project: str
     created: str  # RFC 3339
-    config: bytes  # the container's config Struct as JSON (decoded by supervisor.config)
+    config: msgspec.Raw  # the container's config Struct, JSON kept as it is (no base64)
     mounts: list[MountRecord] = []
     status: ContainerStatus = "created"
     pid: int = 0

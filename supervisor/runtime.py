@@ -8,6 +8,7 @@ pidfd that trio waits on.  No helper process stays alive per container.
 from __future__ import annotations
 
 import array
+import contextlib
 import marshal
 import os
 import signal
@@ -100,6 +101,7 @@ class ForkServer:
             )
         finally:
             theirs.close()
+        self._raw = ours
         ours.setblocking(False)
         self._sock = trio.socket.from_stdlib_socket(ours)
         self._lock = trio.Lock()
@@ -118,12 +120,26 @@ class ForkServer:
         return result
 
     def close(self) -> None:
+        """Ends the server (EOF), then reaps the warm PID 1 it had prepared (our child by
+        CLONE_PARENT), which exits when the server's end of its socket closes."""
+        warm = 0
+        if self._proc.poll() is None:
+            try:  # no request is in flight when the runtime closes: a plain blocking call
+                self._raw.setblocking(True)
+                self._raw.settimeout(5)
+                self._raw.send(marshal.dumps({"op": "bye"}))
+                warm = int(marshal.loads(self._raw.recv(1 << 16)).get("warm", 0))
+            except (OSError, ValueError, EOFError):
+                pass
         self._sock.close()  # EOF ends the server
         try:
             self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+        if warm:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(warm, 0)
 
 
 class Runtime:
