@@ -19,7 +19,7 @@ from pathlib import Path
 import msgspec
 import trio
 
-from supervisor import __version__, config
+from supervisor import __version__, config, fdio
 from supervisor.errors import ContainerError, SupervisorError
 from supervisor.httpserver import HTTPError, Request, Response, Router, Stream, Upgrade
 from supervisor.protocol import (
@@ -467,7 +467,7 @@ class Api:
                 out_r, out_w = os.pipe2(os.O_CLOEXEC)
                 stdio, theirs, ours = [in_r, out_w, out_w], [in_r, out_w], [in_w, out_r]
                 ours_in, ours_out = in_w, out_r
-            fds = _FdSet(ours)
+            fds = fdio.FdSet(ours)
             try:
                 state.process = await service.container.exec(
                     list(ask.cmd), stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
@@ -485,7 +485,7 @@ class Api:
             process = state.process
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_fd_to_stream, ours_out, stream)
+                    nursery.start_soon(_fd_to_stream, ours_out, stream, fds)
                     nursery.start_soon(_stream_to_fd, stream, ours_in,
                                        fds if ours_in != ours_out else None)
                     state.exit_code = await process.wait()
@@ -523,7 +523,7 @@ class Api:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_write_all_and_close, in_w, stdin_data or b"")
                 nursery.start_soon(_collect, err_r, errors)
-                async for chunk in _read_chunks(out_r):
+                async for chunk in fdio.read_chunks(out_r):
                     yield chunk
             code = await proc.wait()
         finally:
@@ -698,65 +698,27 @@ async def _ndjson(items: AsyncIterator[msgspec.Struct]) -> AsyncIterator[bytes]:
         yield encoder.encode(item) + b"\n"
 
 
-async def _read_chunks(fd: int) -> AsyncIterator[bytes]:
-    os.set_blocking(fd, False)
-    try:
-        while True:
-            try:
-                data = os.read(fd, 65536)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(fd)
-                continue
-            except OSError:
-                return
-            if not data:
-                return
-            yield data
-    finally:
-        trio.lowlevel.notify_closing(fd)
-        os.close(fd)
-
-
 async def _read_frames(fd: int, stream: str,
                        send: trio.MemorySendChannel[OutputFrame]) -> None:
     async with send:
-        async for data in _read_chunks(fd):
+        async for data in fdio.read_chunks(fd):
             await send.send(OutputFrame(stream=stream, data=data.decode(errors="replace")))
 
 
 async def _collect(fd: int, into: list[bytes]) -> None:
-    async for data in _read_chunks(fd):
-        into.append(data)
+    into.append(await fdio.read_all(fd))
 
 
 async def _write_all_and_close(fd: int, data: bytes) -> None:
-    os.set_blocking(fd, False)
-    view = memoryview(data)
     try:
-        while view:
-            try:
-                view = view[os.write(fd, view):]
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(fd)
-            except BrokenPipeError:
-                return
+        await fdio.write_all(fd, data)
     finally:
-        trio.lowlevel.notify_closing(fd)
-        os.close(fd)
+        fdio.close(fd)
 
 
-async def _fd_to_stream(fd: int, stream: trio.abc.Stream) -> None:
-    os.set_blocking(fd, False)
-    while True:
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
-            await trio.lowlevel.wait_readable(fd)
-            continue
-        except OSError:
-            break
-        if not data:
-            break
+async def _fd_to_stream(fd: int, stream: trio.abc.Stream, fds: fdio.FdSet) -> None:
+    fds.open.discard(fd)  # read_chunks closes it
+    async for data in fdio.read_chunks(fd):
         await stream.send_all(data)
     try:
         await stream.send_eof()  # type: ignore[attr-defined]
@@ -764,40 +726,14 @@ async def _fd_to_stream(fd: int, stream: trio.abc.Stream) -> None:
         pass
 
 
-class _FdSet:
-    """Our ends of an exec's pipes, each closed exactly once (a second close could hit a
-    reused descriptor)."""
-
-    def __init__(self, fds: list[int]) -> None:
-        self.open = set(fds)
-
-    def close(self, fd: int) -> None:
-        if fd in self.open:
-            self.open.discard(fd)
-            trio.lowlevel.notify_closing(fd)
-            os.close(fd)
-
-    def close_all(self) -> None:
-        for fd in list(self.open):
-            self.close(fd)
-
-
-async def _stream_to_fd(stream: trio.abc.Stream, fd: int, close_at_eof: _FdSet | None) -> None:
-    os.set_blocking(fd, False)
+async def _stream_to_fd(stream: trio.abc.Stream, fd: int,
+                        close_at_eof: fdio.FdSet | None) -> None:
     while True:
         try:
             data = await stream.receive_some(65536)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             break
-        if not data:
+        if not data or not await fdio.write_all(fd, data):
             break
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(fd, view):]
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(fd)
-            except OSError:
-                return
     if close_at_eof is not None:
         close_at_eof.close(fd)  # the process sees EOF on its stdin

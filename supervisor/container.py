@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import trio
 
-from supervisor import config
+from supervisor import config, fdio
 from supervisor.capabilities import CAPABILITIES, effective_set
 from supervisor.errors import ContainerError, SupervisorError
 from supervisor.linux.cgroups import Cgroup, Limits, Stats
@@ -339,7 +339,7 @@ class Container:
             raise ContainerError(self.name, str(e)) from e
         finally:
             os.close(status_w)
-        failure = await _read_all(status_r)
+        failure = await fdio.read_all(status_r)
         if failure:
             code_text, _, message = failure.decode(errors="replace").partition(" ")
             code = await proc.wait()
@@ -497,21 +497,3 @@ def _remove_now(cgroup: Cgroup) -> bool:
 def _empty_and_remove(cgroup: Cgroup) -> None:
     cgroup.kill_all()
     cgroup.remove()
-
-
-async def _read_all(fd: int) -> bytes:
-    """Reads a pipe to EOF without blocking trio (the status pipe is tiny)."""
-    os.set_blocking(fd, False)
-    chunks: list[bytes] = []
-    try:
-        while True:
-            try:
-                chunk = os.read(fd, 4096)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(fd)
-                continue
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    finally:
-        os.close(fd)

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import trio
 
-from supervisor import config
+from supervisor import config, fdio
 from supervisor.container import Container, list_records
 from supervisor.paths import ProjectPaths
 from supervisor.runtime import ContainerProcess, Runtime
@@ -29,20 +29,22 @@ PROXIED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
 async def pump(src: int, dst: int) -> None:
     """Copies a pipe (or pty master) to an fd until EOF; dst is written blocking, as a
     terminal or a test's pipe expects."""
-    os.set_blocking(src, False)
-    while True:
-        try:
-            data = os.read(src, 65536)
-        except BlockingIOError:
-            await trio.lowlevel.wait_readable(src)
-            continue
-        except OSError:  # EIO: the pty's last slave closed
-            return
-        if not data:
-            return
+    async for data in fdio.read_chunks(src):
         view = memoryview(data)
         while view:
             view = view[os.write(dst, view):]
+
+
+async def feed(src: int, master: int) -> None:
+    """Our stdin into the container's pty.  stdin stays ours: blocking, and open after."""
+    try:
+        while True:
+            await trio.lowlevel.wait_readable(src)
+            data = os.read(src, 65536)
+            if not data or not await fdio.write_all(master, data):
+                return
+    except trio.ClosedResourceError:  # the output pump closed the master: the end
+        return
 
 
 @contextlib.contextmanager
@@ -127,10 +129,11 @@ async def _attach(start: Callable[[int, int, int], Awaitable[object]],
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_proxy_signals, signals, kill)
                     if tty and interactive:
-                        nursery.start_soon(pump, sys.stdin.fileno(), pumps[0][0])
+                        nursery.start_soon(feed, sys.stdin.fileno(), pumps[0][0])
                     async with trio.open_nursery() as output:
                         for src, dst in pumps:
-                            output.start_soon(pump, src, dst)
+                            output.start_soon(pump, src, dst)  # it closes src
+                        pumps = []
                         code = await wait()
                         # Every process of the container is gone, so EOF is near: bounded drain.
                         output.cancel_scope.deadline = trio.current_time() + 2

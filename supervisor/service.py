@@ -17,7 +17,7 @@ from typing import Literal
 
 import trio
 
-from supervisor import restart
+from supervisor import fdio, restart
 from supervisor.container import Container, ExitInfo
 from supervisor.errors import ContainerError, SupervisorError
 from supervisor.events import EventBus
@@ -228,24 +228,12 @@ class Service:
         return info, ran_for
 
     async def _pump(self, fd: int, stream: str) -> None:
-        os.set_blocking(fd, False)
-        try:
-            while True:
-                try:
-                    data = os.read(fd, 65536)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_readable(fd)
-                    continue
-                except OSError:  # EIO: a pty whose last slave closed
-                    return
-                if not data:
-                    return
-                self.output(self.name, stream, data)
-                if self.attachers:
-                    self._to_attachers((stream, data, None))
-        finally:
-            trio.lowlevel.notify_closing(fd)
-            os.close(fd)
+        async for data in fdio.read_chunks(fd):
+            self.output(self.name, stream, data)
+            if self.attachers:
+                self._to_attachers((stream, data, None))
+        if fd == self.stdin_fd:  # a pty master, just closed: no write may reach its number
+            self.stdin_fd = None
 
     def _close_stdin(self, keep: bool) -> None:
         """Our end of a non-tty stdin pipe (a pty master is closed by its output pump)."""
@@ -317,30 +305,16 @@ class Service:
         finally:
             os.close(w)
             os.close(devnull)
-        chunks: list[bytes] = []
         code: int | None = None
-        os.set_blocking(r, False)
-        try:
-            with trio.move_on_after(timeout):
-                while True:
-                    try:
-                        data = os.read(r, 4096)
-                    except BlockingIOError:
-                        await trio.lowlevel.wait_readable(r)
-                        continue
-                    if not data:
-                        break
-                    if sum(map(len, chunks)) < HEALTH_OUTPUT_MAX:
-                        chunks.append(data)
-                code = await proc.wait()
-            if code is None:
-                proc.send_signal(signal.SIGKILL)
-                with trio.CancelScope(shield=True):
-                    await proc.wait()
-        finally:
-            trio.lowlevel.notify_closing(r)
-            os.close(r)
-        return code, b"".join(chunks)[:HEALTH_OUTPUT_MAX].decode(errors="replace")
+        output = b""
+        with trio.move_on_after(timeout):
+            output = await fdio.read_all(r, HEALTH_OUTPUT_MAX)
+            code = await proc.wait()
+        if code is None:
+            proc.send_signal(signal.SIGKILL)
+            with trio.CancelScope(shield=True):
+                await proc.wait()
+        return code, output.decode(errors="replace")
 
     # -- commands ------------------------------------------------------------------------
 

@@ -85,7 +85,8 @@ class Snapshot:
     def leaks_since(self, before: Snapshot) -> list[str]:
         out = []
         for field in ("mounts", "cgroups", "netns", "links", "processes"):
-            extra = getattr(self, field) - getattr(before, field)
+            extra = sorted(getattr(self, field) - getattr(before, field))
             if extra:
-                out.append(f"{field}: {sorted(extra)}")
+                more = f" and {len(extra) - 10} more" if len(extra) > 10 else ""
+                out.append(f"{field}: {extra[:10]}{more}")
         return out

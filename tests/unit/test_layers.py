@@ -16,15 +16,19 @@ LAYERS: dict[str, int] = {
     "supervisor.config_keys": 0, "supervisor.units": 0, "supervisor.interpolate": 0,
     "supervisor.toml_writer": 0, "supervisor.protocol": 0, "supervisor.paths": 0,
     "supervisor.capabilities": 0, "supervisor.config_lifecycle": 0, "supervisor.graph": 0,
-    "logging_bus": 0,
+    "logging_bus": 0, "logging_bus.errors": 0, "logging_bus.record": 0,
     # L1 pure
     "supervisor.restart": 1, "supervisor.health": 1, "supervisor.plan": 1,
+    "logging_bus.framing": 1,
     # L2 kernel (sync, no trio)
     "supervisor.linux": 2, "supervisor.linux.init": 2, "supervisor.linux.namespaces": 2,
     "supervisor.linux.cgroups": 2,
+    "logging_bus.segment": 2,
     # L3 engines
     "supervisor.runtime": 3, "supervisor.container": 3, "supervisor.volumes": 3,
     "supervisor.rootfs": 3, "supervisor.httpserver": 3, "supervisor.events": 3,
+    "supervisor.fdio": 3,
+    "logging_bus.store": 3, "logging_bus.reader": 3, "logging_bus.follow": 3,
     # L4 orchestrate
     "supervisor.foreground": 4, "supervisor.service": 4, "supervisor.stack": 4,
     "supervisor.api": 4, "supervisor.daemon": 4, "supervisor.printer": 4,
