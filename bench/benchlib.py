@@ -3,12 +3,14 @@
 
 Everything a benchmark makes lives in one temporary folder (the busybox rootfs, the private
 SUPERVISE_STATE_DIR / SUPERVISE_RUN_DIR, the peers' bundles, state dirs and lxc configs); what
-the peer tools insist on writing elsewhere (/run/lxc, /run/crun, /run/runc, `lxc.pivot`
-cgroups) is snapshotted first and removed afterwards if the run made it.
+the peer tools insist on writing elsewhere (/run/lxc, /run/crun, /run/runc, /run/containers,
+/dev/shm/libpod_lock, `lxc.pivot` and `libpod_parent` cgroups) is snapshotted first and
+removed afterwards if the run made it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import json
@@ -23,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -31,8 +34,14 @@ BUSYBOX = shutil.which("busybox") or "/usr/bin/busybox"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP2_HYBRID = CGROUP_ROOT / "unified"
 # Directories the peer tools create outside our temp dir even with private state dirs.
-PEER_RUN_DIRS = (Path("/run/lxc"), Path("/run/runc"), Path("/run/crun"))
-PEER_CGROUP_WORDS = ("lxc", "runc", "crun")
+PEER_RUN_DIRS = (Path("/run/lxc"), Path("/run/runc"), Path("/run/crun"),
+                 Path("/run/containers"))
+PEER_CGROUP_WORDS = ("lxc", "runc", "crun", "libpod")
+# Parent cgroups the peers create under every hierarchy whatever their container's name
+# (podman's cgroupfs manager also puts conmon in `libpod_parent/conmon`).
+GENERIC_PEER_CGROUPS = ("lxc.pivot", "libpod_parent")
+# podman's SHM lock file, made by the first podman command even with a private store.
+PEER_FILES = (Path("/dev/shm/libpod_lock"),)
 
 
 def require_root() -> None:
@@ -267,6 +276,34 @@ def descendants(pid: int) -> list[tuple[int, str]]:
     return sorted(out)
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (/proc/PID/stat fields 14 and 15), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processes_mentioning(words: Sequence[str], exclude: Iterable[int] = ()) -> list[str]:
+    """Processes whose command line or cgroup paths contain one of `words` (a detached
+    supervisor, a conmon, a container's processes are not our descendants)."""
+    skip = {os.getpid(), *exclude}
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in skip:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            with open(f"/proc/{entry}/cgroup") as f:
+                cgroups = f.read()
+        except OSError:
+            continue
+        if any(w in cmdline or w in cgroups for w in words):
+            out.append(f"process {entry} ({cmdline[:80] or '?'})")
+    return out
+
+
 def pid_namespace(pid: int) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/ns/pid")
@@ -320,19 +357,28 @@ class HostSnapshot:
     """What exists before a benchmark, so that afterwards only this run's own leftovers are
     removed (`cleanup_peer_dirs`) and reported (`leftovers`).  The host may be shared: other
     work's supervise-* cgroups come and go meanwhile, so only names carrying one of `tags`
-    (our project, our peer container names) and the peers' generic `lxc.pivot` count."""
+    (our project, our peer container names) and the peers' generic `lxc.pivot` and
+    `libpod_parent` count.  Peer containers whose name is only known later (podman's id) are
+    added with `add_tag`."""
 
     def __init__(self, workdir: Path, tags: Sequence[str]) -> None:
         self.workdir = workdir
         self.tags = tuple(tags)
         self.cgroups = _cgroup_dirs()
         self.run_entries = _run_dir_entries()
+        self.files = {f for f in PEER_FILES if f.exists()}
         self.mount_words = (*self.tags, str(workdir))
         self.mounts = _mounts(self.mount_words)
 
+    def add_tag(self, tag: str) -> None:
+        self.tags = (*self.tags, tag)
+
     def _ours(self, path: str) -> bool:
         name = os.path.basename(path)
-        return name == "lxc.pivot" or any(t in name for t in self.tags)
+        return name in GENERIC_PEER_CGROUPS or any(t in name for t in self.tags)
+
+    def _new_files(self) -> list[Path]:
+        return [f for f in PEER_FILES if f.exists() and f not in self.files]
 
     def _new_cgroups(self) -> list[str]:
         return sorted(p for p in _cgroup_dirs() - self.cgroups if self._ours(p))
@@ -346,6 +392,9 @@ class HostSnapshot:
             if "supervise" in os.path.basename(path):
                 continue
             try:
+                if os.path.basename(path) == "libpod_parent":
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rmdir(os.path.join(path, "conmon"))
                 os.rmdir(path)
             except FileNotFoundError:
                 pass
@@ -363,12 +412,18 @@ class HostSnapshot:
             except OSError as e:
                 if e.errno != errno.ENOTEMPTY:
                     failed.append(f"{path}: {e.strerror}")
+        for f in self._new_files():
+            try:
+                f.unlink()
+            except OSError as e:
+                failed.append(f"{f}: {e.strerror}")
         return failed
 
     def leftovers(self, own_pid: int | None = None) -> list[str]:
         """This run's cgroups, /run entries, mounts still there, and our descendants."""
         out = [f"cgroup {p}" for p in self._new_cgroups()]
         out += [f"run entry {p}" for p in sorted(_run_dir_entries() - self.run_entries)]
+        out += [f"file {f}" for f in self._new_files()]
         out += [f"mount {p}" for p in sorted(_mounts(self.mount_words) - self.mounts)]
         if own_pid is not None:
             out += [f"process {p} ({c})" for p, c in descendants(own_pid)]
@@ -392,3 +447,144 @@ def remove_workdir(path: Path) -> None:
 
 def ms(ns: int) -> float:
     return ns / 1e6
+
+
+# -- a detached supervisor, driven through the CLI ------------------------------------------
+
+class Supervise:
+    """The `supervise` CLI for one project, with a private SUPERVISE_STATE_DIR and
+    SUPERVISE_RUN_DIR under `workdir`.  Runs `python -m supervisor` with this interpreter: the
+    same code as the `supervise` script, without the pyenv shim's start-up time.  The commands
+    run in `workdir`, not the repo, so that PYTHONPATH can point at another copy of the code
+    (`git archive COMMIT supervisor | tar -x -C DIR`: measure a commit, not the work tree)."""
+
+    def __init__(self, workdir: Path, project: str) -> None:
+        self.workdir = workdir
+        self.project = project
+        self.state_dir = workdir / "state"
+        self.run_dir = workdir / "run"
+        self.env = dict(os.environ, SUPERVISE_STATE_DIR=str(self.state_dir),
+                        SUPERVISE_RUN_DIR=str(self.run_dir))
+        self.env.pop("SUPERVISE_PROJECT", None)
+        self.started_pids: list[int] = []
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "supervisor", "-p", self.project, *args]
+
+    def cli(self, *args: str, check: bool = True,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL, cwd=self.workdir)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"supervise {' '.join(args)}: exit {r.returncode}: "
+                               + " ".join((r.stderr or r.stdout).split())[:300])
+        return r
+
+    def up(self, stack_file: Path) -> subprocess.CompletedProcess[str]:
+        """`up -d`: returns once every container has started (or, with a supervisor already
+        running, once the edited stack has been applied)."""
+        r = self.cli("up", "-d", str(stack_file))
+        pid = self.pid()
+        if pid is not None and pid not in self.started_pids:
+            self.started_pids.append(pid)
+        return r
+
+    def code(self) -> str:
+        """Where the `supervisor` package these commands run comes from."""
+        r = subprocess.run([sys.executable, "-c", "import os, supervisor; "
+                            "print(os.path.dirname(os.path.abspath(supervisor.__file__)))"],
+                           env=self.env, cwd=self.workdir, capture_output=True, text=True,
+                           timeout=60)
+        return r.stdout.strip() or "?"
+
+    def describe_code(self) -> str:
+        """git_state() for the work tree; the folder, for a copy elsewhere."""
+        where = self.code()
+        if where == str(REPO_DIR / "supervisor"):
+            return git_state()
+        return f"supervisor/ from {where} (not the work tree)"
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.run_dir / self.project / "pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def init_processes(self) -> tuple[int | None, list[int]]:
+        """The fork server (`linux/init.py`, the supervisor's child in its pid namespace),
+        and the processes with the same command line in a pid namespace of their own: a
+        warm PID 1 cloned ahead of the next start, waiting for its spec."""
+        pid = self.pid()
+        if pid is None:
+            return None, []
+        server, warm = None, []
+        ns = pid_namespace(pid)
+        for child, _comm in descendants(pid):
+            try:
+                with open(f"/proc/{child}/cmdline", "rb") as f:
+                    if b"linux/init.py" not in f.read():
+                        continue
+            except OSError:
+                continue
+            if pid_namespace(child) == ns and server is None:
+                server = child
+            elif pid_namespace(child) != ns:
+                warm.append(child)
+        return server, warm
+
+    def fork_server_pid(self) -> int | None:
+        return self.init_processes()[0]
+
+    def events(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """The event history from `since` until now (`events --format json --until`)."""
+        r = self.cli("events", "--format", "json", "--since", f"{since:.6f}",
+                     "--until", f"{time.time():.6f}", timeout=60)
+        return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+
+    def down(self) -> list[str]:
+        """`down -v`; a supervisor that does not go away is sent SIGTERM, then SIGKILL (only
+        the supervisors this object started, by pid).  Returns what went wrong."""
+        problems: list[str] = []
+        pid = self.pid()
+        if pid is not None and pid not in self.started_pids:
+            self.started_pids.append(pid)
+        try:
+            r = self.cli("down", "-v", check=False, timeout=120)
+            if r.returncode != 0:
+                problems.append(f"down -v: exit {r.returncode}: {r.stderr.strip()[:200]}")
+        except subprocess.TimeoutExpired:
+            problems.append("down -v: timed out")
+        for p in self.started_pids:
+            # `down` returns once the project's lock is released; the process then still
+            # closes its fork server and tears the interpreter down.
+            deadline = time.monotonic() + 10
+            while self._is_ours(p) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not self._is_ours(p):
+                continue
+            problems.append(f"supervisor {p} still running after down: SIGTERM")
+            os.kill(p, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while self._is_ours(p) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if self._is_ours(p):
+                os.kill(p, signal.SIGKILL)
+        return problems
+
+    def _is_ours(self, pid: int) -> bool:
+        """pid is alive (not a zombie) and still this project's `_serve` process."""
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            return False
+        return _alive(pid) and b"_serve" in argv and self.project.encode() in argv
+
+
+def _alive(pid: int) -> bool:
+    """True while pid runs and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

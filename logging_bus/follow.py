@@ -12,7 +12,7 @@ wake per follower.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import trio
 
@@ -22,7 +22,7 @@ from logging_bus.store import LogStore
 
 async def follow(store: LogStore, start_seq: int, *, containers: set[str] | None = None,
                  sources: set[str] | None = None, join: bool = True,
-                 batch: int = 4096) -> AsyncIterator[Record]:
+                 batch: int = 4096) -> AsyncGenerator[Record, None]:
     """Every record from ``start_seq`` on, waiting for new ones; ends when the store closes.
 
     Resume a follow that ended (the store was reopened, the client reconnected) from the

@@ -30,3 +30,21 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     def raw(self) -> bytes:
         """The bytes as written, newline included where there was one."""
         return self.line if self.partial else self.line + b"\n"
+
+
+class LogLine(msgspec.Struct, frozen=True, kw_only=True):
+    """A record on the wire (`logs --json`, the API's NDJSON): the line as text, invalid
+    UTF-8 replaced with U+FFFD (conventions.md); `?raw=1` streams the bytes instead."""
+
+    seq: int
+    time: float
+    container: str
+    source: str
+    line: str
+    partial: bool = False
+
+    @classmethod
+    def of(cls, record: Record) -> LogLine:
+        return cls(seq=record.seq, time=record.time, container=record.container,
+                   source=record.source, line=record.line.decode(errors="replace"),
+                   partial=record.partial)

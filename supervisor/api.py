@@ -19,6 +19,9 @@ from pathlib import Path
 import msgspec
 import trio
 
+from logging_bus import query as log_query
+from logging_bus.errors import LogBusError
+from logging_bus.record import LogLine
 from supervisor import __version__, config, fdio
 from supervisor.errors import ContainerError, SupervisorError
 from supervisor.httpserver import HTTPError, Request, Response, Router, Stream, Upgrade
@@ -317,6 +320,17 @@ class Api:
                 pass
             return Response(status=200, body={})
 
+        @r.route("GET", "/containers/{name}/logs")
+        async def logs_one(req: Request) -> Stream:
+            name = req.params["name"]
+            self.service(name)
+            return self._logs(req, [name])
+
+        @r.route("GET", "/logs")
+        async def logs_all(req: Request) -> Stream:
+            """The whole stack's logs, or those of `container=NAME` (repeated)."""
+            return self._logs(req, req.query_list("container"))
+
         @r.route("GET", "/events")
         async def events(req: Request) -> Stream:
             since = _float(req, "since")
@@ -353,6 +367,42 @@ class Api:
             return Response(status=202, body={})
 
     # -- helpers that need the stack ------------------------------------------------------
+
+    def _logs(self, req: Request, containers: list[str]) -> Stream:
+        """Docker's logs query (tail, since, until, follow, stdout/stderr) plus ours (grep,
+        source=file); NDJSON `LogLine`s, or with `raw=1` the bytes as written."""
+        store = self.stack.logs
+        query = _log_query(req, containers)
+        try:
+            query.pattern()
+        except LogBusError as e:
+            raise HTTPError(400, str(e)) from None
+        if req.query_bool("raw"):
+            if query.follow or not query.plain:
+                async def raw_records() -> AsyncIterator[bytes]:
+                    async for record in log_query.records(store, query):
+                        yield record.raw
+                return Stream(raw_records(), content_type="application/octet-stream")
+
+            async def raw_blocks() -> AsyncIterator[bytes]:
+                for chunk in log_query.raw_chunks(store, query):
+                    yield chunk.data
+                    await trio.lowlevel.checkpoint()
+            return Stream(raw_blocks(), content_type="application/octet-stream")
+
+        async def lines() -> AsyncIterator[bytes]:
+            encoder = msgspec.json.Encoder()
+            batch: list[bytes] = []
+            async for record in log_query.records(store, query):
+                batch.append(encoder.encode(LogLine.of(record)) + b"\n")
+                # History goes out 256 lines a chunk; a follower gets each line at once.
+                if query.follow or len(batch) >= 256:
+                    yield b"".join(batch)
+                    batch = []
+            if batch:
+                yield b"".join(batch)
+
+        return Stream(lines(), content_type=NDJSON)
 
     def _exec(self, exec_id: str) -> ExecState:
         try:
@@ -546,6 +596,31 @@ def _call(fn, conflict: bool = False):  # type: ignore[no-untyped-def]
         raise HTTPError(409 if conflict or e.exit_code != 125 else 400, str(e)) from None
     except SupervisorError as e:
         raise HTTPError(400, str(e)) from None
+
+
+def _log_query(req: Request, containers: list[str]) -> log_query.Query:
+    source = req.query_str("source") or None
+    stdout, stderr = req.query_bool("stdout", True), req.query_bool("stderr", True)
+    if source is None and stdout != stderr:  # Docker's stdout=1 / stderr=1
+        source = "stdout" if stdout else "stderr"
+    if source is not None and source not in ("stdout", "stderr", "file") \
+            and not source.startswith("file:/"):
+        raise HTTPError(400, f"source: expected stdout, stderr, file or file:/PATH, got "
+                        f"{source!r}")
+    tail_text = req.query_str("tail", "all")
+    tail = None
+    if tail_text != "all":
+        try:
+            tail = int(tail_text)
+            if tail < 0:
+                raise ValueError
+        except ValueError:
+            raise HTTPError(400, f"tail: expected a number of lines or 'all', got "
+                            f"{tail_text!r}") from None
+    return log_query.Query(containers=frozenset(containers) if containers else None,
+                           source=source, tail=tail, since=_float(req, "since"),
+                           until=_float(req, "until"), grep=req.query_str("grep") or None,
+                           follow=req.query_bool("follow"))
 
 
 def _container_config(name: str, raw: dict[str, object]) -> config.Container:

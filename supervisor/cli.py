@@ -214,7 +214,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def notice(line: str) -> None:
         print(line, flush=True)
 
-    return trio.run(lambda: supervise(stack, paths, output=lambda *a: None, notice=notice))
+    return trio.run(lambda: supervise(stack, paths, notice=notice))
 
 
 def _paths_for(project: str) -> ProjectPaths:
@@ -289,18 +289,10 @@ def _up_foreground(args: argparse.Namespace, stack: object, paths: ProjectPaths)
     from supervisor import config
     from supervisor.daemon import supervise
     from supervisor.printer import LinePrinter
-    from supervisor.protocol import Event
 
     assert isinstance(stack, config.Stack)
     printer = LinePrinter(stack.containers, color=not args.no_color and sys.stdout.isatty(),
                           prefix=not args.no_log_prefix)
-
-    def on_event(event: Event) -> None:
-        if event.action == "die":
-            printer.status(event.container, f"{event.container} exited with code "
-                                            f"{event.attributes.get('exitCode', '?')}")
-        elif event.action == "create":
-            printer.add(event.container)
 
     def notice(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -308,7 +300,7 @@ def _up_foreground(args: argparse.Namespace, stack: object, paths: ProjectPaths)
     if stack.containers:
         print("Attaching to " + ", ".join(stack.containers), flush=True)
     return trio.run(lambda: supervise(
-        stack, paths, output=printer.write, notice=notice, on_event=on_event,
+        stack, paths, notice=notice, printer=printer,
         abort_on_container_exit=args.abort_on_container_exit,
         exit_code_from=args.exit_code_from))
 
@@ -567,6 +559,19 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("src", metavar="SRC")
     cp.add_argument("dst", metavar="DEST")
     cp.set_defaults(func=api.cmd_cp)
+    lg = sub.add_parser("logs", help="the stack's logs, from the log store")
+    lg.add_argument("-f", "--follow", action="store_true")
+    lg.add_argument("-n", "--tail", metavar="N", help="the last N lines (or 'all')")
+    lg.add_argument("--since", metavar="T", help="10m, RFC 3339 or Unix seconds")
+    lg.add_argument("--until", metavar="T")
+    lg.add_argument("-t", "--timestamps", action="store_true")
+    lg.add_argument("--grep", metavar="REGEX")
+    lg.add_argument("--source", metavar="S", help="stdout, stderr, file or file:/PATH")
+    lg.add_argument("--json", action="store_true", help="one JSON record per line")
+    lg.add_argument("--no-color", action="store_true")
+    lg.add_argument("--no-log-prefix", action="store_true")
+    lg.add_argument("names", nargs="*", metavar="NAME")
+    lg.set_defaults(func=api.cmd_logs)
     ev = sub.add_parser("events", help="stream the stack's events")
     ev.add_argument("--since")
     ev.add_argument("--until")

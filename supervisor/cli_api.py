@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from logging_bus.record import LogLine
 from supervisor.client import Client
 from supervisor.errors import ApiError, NoSupervisor, SupervisorError, UsageError
 from supervisor.paths import NAME_RE, ProjectPaths, run_root
@@ -472,3 +473,128 @@ def _is_container(spec: str) -> bool:
 
 def interrupt_safe() -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+
+# -- logs -------------------------------------------------------------------------------------
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """`docker logs` for one name (bare lines), `docker compose logs` for several or none
+    (prefixed, merged in store order).  Without a running supervisor, reads the store on
+    disk (a stopped stack's logs stay readable)."""
+    from supervisor.printer import LinePrinter
+
+    paths = find_project(args, required=False)
+    if paths is None:
+        paths = ProjectPaths.for_project(
+            args.project or os.environ.get("SUPERVISE_PROJECT") or "default", os.environ)
+    query: dict[str, Any] = {}
+    if args.follow:
+        query["follow"] = 1
+    if args.tail is not None:
+        if args.tail != "all" and not args.tail.isdigit():
+            raise UsageError(f"supervise logs: --tail: expected a number of lines or 'all', "
+                             f"got {args.tail!r}")
+        query["tail"] = args.tail
+    if args.since:
+        query["since"] = _when(args.since, "--since")
+    if args.until:
+        query["until"] = _when(args.until, "--until")
+    if args.grep:
+        query["grep"] = args.grep
+    if args.source:
+        query["source"] = args.source
+    single = len(args.names) == 1
+    bare = single and not args.timestamps and not args.json
+    names = list(args.names)
+    if not names:  # prefixes as wide as the longest name, as Compose's
+        if reachable(paths):
+            names = [row["name"] for row in client_for(paths).get("/containers/json", all=1)]
+        else:
+            from supervisor.container import list_records
+
+            names = [record.name for record in list_records(paths)]
+    printer = LinePrinter(names, color=not args.no_color and sys.stdout.isatty(),
+                          prefix=not single and not args.no_log_prefix)
+    out = sys.stdout.buffer
+    try:
+        if bare:
+            query["raw"] = 1
+            for chunk in _log_stream(paths, args.names, query):
+                out.write(chunk)
+                if args.follow:
+                    out.flush()
+            out.flush()
+            return 0
+        for line in _log_stream(paths, args.names, query):
+            if args.json:
+                out.write(line + b"\n")
+            else:
+                record = msgspec.json.decode(line, type=LogLine)
+                text = record.line.encode()
+                if args.timestamps:
+                    stamp = datetime.fromtimestamp(record.time, UTC).strftime(
+                        "%Y-%m-%dT%H:%M:%S.%fZ")
+                    text = stamp.encode() + b" " + text
+                printer.add(record.container)
+                printer.write(record.container, record.source,
+                              text + (b"" if record.partial else b"\n"))
+            if args.follow:
+                out.flush()
+        printer.flush_all()
+        out.flush()
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+def _log_stream(paths: ProjectPaths, names: list[str], query: dict[str, Any]
+                ) -> Iterator[bytes]:
+    """NDJSON lines (or raw chunks) from the supervisor, or from the store on disk."""
+    if reachable(paths):
+        client = client_for(paths, timeout=None)  # type: ignore[arg-type]
+        if len(names) == 1:
+            yield from client.stream("GET", f"/containers/{names[0]}/logs", **query)
+        else:
+            yield from client.stream("GET", "/logs", container=names, **query)
+        return
+    yield from _offline_logs(paths, names, query)
+
+
+def _offline_logs(paths: ProjectPaths, names: list[str], query: dict[str, Any]
+                  ) -> Iterator[bytes]:
+    import trio
+
+    from logging_bus import query as log_query
+    from logging_bus.errors import LogBusError
+    from logging_bus.store import LogStore
+
+    if not paths.logs.is_dir():
+        raise NoSupervisor(f"project {paths.project} has no logs (and no supervisor running)")
+    tail = query.get("tail")
+    q = log_query.Query(containers=frozenset(names) if names else None,
+                        source=query.get("source"),
+                        tail=None if tail in (None, "all") else int(tail),
+                        since=query.get("since"), until=query.get("until"),
+                        grep=query.get("grep"), follow=False)
+    try:
+        store = LogStore.open(paths.logs)
+    except LogBusError as e:
+        raise SupervisorError(f"log store {paths.logs}: {e}") from e
+    try:
+        if query.get("raw") and q.plain:
+            for chunk in log_query.raw_chunks(store, q):
+                yield chunk.data
+            return
+
+        async def collect() -> list[bytes]:
+            return [record.raw if query.get("raw") else
+                    msgspec.json.encode(LogLine.of(record))
+                    async for record in log_query.records(store, q)]
+
+        yield from trio.run(collect)
+    except LogBusError as e:
+        raise UsageError(str(e)) from e
+    finally:
+        store.close()

@@ -7,48 +7,133 @@ reverse dependency order; a second Ctrl-C kills every container at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import trio
 
+from logging_bus.errors import LogBusError
+from logging_bus.follow import follow
+from logging_bus.store import LogStore
 from supervisor import config
 from supervisor.api import Api
 from supervisor.events import EventBus
 from supervisor.httpserver import serve_unix
 from supervisor.paths import ProjectPaths
+from supervisor.printer import LinePrinter
 from supervisor.protocol import Event
 from supervisor.runtime import Runtime
-from supervisor.service import OutputSink
-from supervisor.stack import Stack, project_lock
+from supervisor.stack import Stack, StackError, project_lock
 
 
-async def supervise(stack_cfg: config.Stack, paths: ProjectPaths, *, output: OutputSink,
-                    notice: Callable[[str], None], on_event: Callable[[Event], None] | None
-                    = None, abort_on_container_exit: bool = False,
-                    exit_code_from: str | None = None,
+async def supervise(stack_cfg: config.Stack, paths: ProjectPaths, *,
+                    notice: Callable[[str], None], printer: LinePrinter | None = None,
+                    abort_on_container_exit: bool = False, exit_code_from: str | None = None,
                     task_status: trio.TaskStatus[Stack] = trio.TASK_STATUS_IGNORED) -> int:
-    """Runs the project until shut down; returns the process's exit code."""
-    with project_lock(paths), Runtime() as runtime:
+    """Runs the project until shut down; returns the process's exit code.  With a
+    `printer` (foreground `up`), the stack's output is printed from the log store."""
+    with project_lock(paths), Runtime() as runtime, _open_store(paths, notice) as store:
         events = EventBus()
-        if on_event is not None:
-            events.on_event(on_event)
-        stack = Stack(stack_cfg, paths, runtime, output, events, notice)
+        stack = Stack(stack_cfg, paths, runtime, store, events, notice)
         api = Api(stack)
         result = {"code": 0}
+        output = StackOutput(store, printer) if printer is not None else None
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_unix, api.router, str(paths.run / "api.sock"))
             nursery.start_soon(_signals, stack)
+            nursery.start_soon(_store_ticker, store)
+            if output is not None:
+                events.on_event(output.on_event)
+                nursery.start_soon(output.run)
             if abort_on_container_exit or exit_code_from:
                 events.on_event(_abort_watch(stack, result, exit_code_from))
             await nursery.start(stack.run)
             task_status.started(stack)
             await stack.finished.wait()
+            if output is not None:
+                with trio.move_on_after(2):
+                    await output.drained()
             nursery.cancel_scope.cancel()
         return result["code"]
+
+
+@contextlib.contextmanager
+def _open_store(paths: ProjectPaths, notice: Callable[[str], None]) -> Iterator[LogStore]:
+    """The project's log store; what opening it repaired is said, not fatal."""
+    try:
+        store = LogStore.open(paths.logs)
+    except LogBusError as e:
+        raise StackError(f"log store {paths.logs}: {e}") from e
+    for line in store.notices:
+        notice(f"log store: {line}")
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+async def _store_ticker(store: LogStore) -> None:
+    """fsync = "1s" and retention: once a second, whatever the traffic."""
+    while True:
+        await trio.sleep(1)
+        store.sync()
+        store.enforce_retention()
+
+
+class StackOutput:
+    """Foreground `up`: `name | line` from the store, in store order, with each container's
+    `exited with code N` line printed after its last output line."""
+
+    def __init__(self, store: LogStore, printer: LinePrinter) -> None:
+        self.store = store
+        self.printer = printer
+        self.printed = store.last_seq
+        self._progress = trio.Event()
+        self._statuses: list[tuple[int, str, str]] = []
+        self._status_added = trio.Event()
+
+    def on_event(self, event: Event) -> None:
+        if event.action == "create":
+            self.printer.add(event.container)
+        elif event.action == "die":
+            # The container's output was drained and flushed before `die` was published,
+            # so its lines are all at or below the store's last seq now.
+            self._statuses.append((self.store.last_seq, event.container,
+                                   f"{event.container} exited with code "
+                                   f"{event.attributes.get('exitCode', '?')}"))
+            self._status_added.set()
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._lines)
+            nursery.start_soon(self._status_lines)
+
+    async def _lines(self) -> None:
+        async with contextlib.aclosing(follow(self.store, self.printed + 1)) as records:
+            async for record in records:
+                self.printer.write(record.container, record.source, record.raw)
+                self.printed = record.seq
+                self._progress.set()
+                self._progress = trio.Event()
+
+    async def _status_lines(self) -> None:
+        while True:
+            while self._statuses and self._statuses[0][0] <= self.printed:
+                _, name, text = self._statuses.pop(0)
+                self.printer.status(name, text)
+            if self._statuses:
+                await self._progress.wait()
+            else:
+                self._status_added = trio.Event()
+                await self._status_added.wait()
+
+    async def drained(self) -> None:
+        while self.printed < self.store.last_seq or self._statuses:
+            await trio.sleep(0.01)
 
 
 def _abort_watch(stack: Stack, result: dict[str, int],

@@ -48,6 +48,11 @@ class ProjectPaths:
         return self.state / "volumes"
 
     @property
+    def logs(self) -> Path:
+        """The log store (logging_bus)."""
+        return self.state / "logs"
+
+    @property
     def layers(self) -> Path:
         """Read-only lower layers made by supervise itself (the `host` image's base)."""
         return self.state / "layers"

@@ -59,6 +59,11 @@ class LinePrinter:
         for key in [k for k in self._partial if k[0] == name]:
             self._out(self._prefix(name) + self._partial.pop(key) + b"\n")
 
+    def flush_all(self) -> None:
+        """At the end: partial lines (a last line without its newline) as they are."""
+        for name in sorted({name for name, _ in self._partial}):
+            self.flush(name)
+
     def _out(self, data: bytes) -> None:
         view = memoryview(data)
         while view:

@@ -12,8 +12,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol
 
 import trio
 
@@ -24,7 +23,15 @@ from supervisor.events import EventBus
 from supervisor.health import Health
 from supervisor.protocol import ContainerState, HealthResult, HealthView
 
-OutputSink = Callable[[str, str, bytes], None]  # container, "stdout"|"stderr", bytes
+
+class OutputSink(Protocol):
+    """Where container output goes: the log store (logging_bus.store.LogStore)."""
+
+    def append(self, container: str, source: str, data: bytes) -> int: ...
+
+    def flush(self, container: str, source: str) -> int: ...
+
+
 # What `attach` clients receive: ("stdout"|"stderr", bytes, None), or ("exit", b"", code).
 Chunk = tuple[str, bytes, int | None]
 HEALTH_OUTPUT_MAX = 4096  # Docker keeps 4 KiB of a check's output
@@ -197,7 +204,7 @@ class Service:
             c.record.error = str(e)
             info = ExitInfo(e.exit_code)
             self.events.publish("die", self.name, exitCode=e.exit_code, error=str(e))
-            self.output(self.name, "stderr", f"{e}\n".encode())
+            self.output.append(self.name, "stderr", f"{e}\n".encode())
             return info, 0.0
         finally:
             os.close(devnull)
@@ -229,9 +236,10 @@ class Service:
 
     async def _pump(self, fd: int, stream: str) -> None:
         async for data in fdio.read_chunks(fd):
-            self.output(self.name, stream, data)
+            self.output.append(self.name, stream, data)
             if self.attachers:
                 self._to_attachers((stream, data, None))
+        self.output.flush(self.name, stream)  # a last line without a newline
         if fd == self.stdin_fd:  # a pty master, just closed: no write may reach its number
             self.stdin_fd = None
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import trio
 
+from logging_bus.store import LogStore
 from supervisor import config, plan
 from supervisor.container import Container, list_records
 from supervisor.errors import ContainerError, SupervisorError
@@ -24,7 +25,7 @@ from supervisor.events import EventBus
 from supervisor.paths import ProjectPaths
 from supervisor.protocol import ContainerRecord
 from supervisor.runtime import Runtime
-from supervisor.service import DependencyFailed, OutputSink, Service
+from supervisor.service import DependencyFailed, Service
 from supervisor.volumes import Volumes
 
 
@@ -92,12 +93,12 @@ def clean_leftovers(runtime: Runtime, paths: ProjectPaths) -> list[str]:
 
 class Stack:
     def __init__(self, stack: config.Stack, paths: ProjectPaths, runtime: Runtime,
-                 output: OutputSink, events: EventBus | None = None,
+                 logs: LogStore, events: EventBus | None = None,
                  notice: Callable[[str], None] = lambda line: None) -> None:
         self.config = stack
         self.paths = paths
         self.runtime = runtime
-        self.output = output
+        self.logs = logs
         self.events = events or EventBus()
         self.notice = notice
         self.services: dict[str, Service] = {}
@@ -155,7 +156,7 @@ class Stack:
 
     def _add(self, container: Container, start: bool = True) -> Service:
         assert self._nursery is not None
-        service = Service(container, self.events, self.output, will_start=start)
+        service = Service(container, self.events, self.logs, will_start=start)
         self.services[container.name] = service
         self._nursery.start_soon(self._supervise, service, start)
         return service

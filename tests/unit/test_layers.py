@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "supervisor.rootfs": 3, "supervisor.httpserver": 3, "supervisor.events": 3,
     "supervisor.fdio": 3,
     "logging_bus.store": 3, "logging_bus.reader": 3, "logging_bus.follow": 3,
+    "logging_bus.query": 3,
     "logging_bus.sources": 3,
     # L4 orchestrate
     "supervisor.foreground": 4, "supervisor.service": 4, "supervisor.stack": 4,

@@ -1,0 +1,152 @@
+"""Container output through the log store, for real: `supervise logs`, follow, no loss.
+
+Each test names the acceptance point of issue 4 it shows.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisor.paths import ProjectPaths
+from tests.privileged.supervised import Supervised
+
+
+@pytest.fixture
+def made(project: ProjectPaths) -> Iterator[list[Supervised]]:
+    stacks: list[Supervised] = []
+    yield stacks
+    for s in stacks:
+        s.down("-v")
+
+
+def start(made: list[Supervised], project: ProjectPaths, tmp_path: Path, toml: str,
+          rootfs: Path) -> Supervised:
+    s = Supervised(project, tmp_path, toml.replace("ROOTFS", str(rootfs)))
+    made.append(s)
+    assert s.up().returncode == 0
+    return s
+
+
+def test_a_million_lines_stored_in_order_once(made: list[Supervised], project: ProjectPaths,
+                                              tmp_path: Path, busybox_rootfs: Path) -> None:
+    """Point 1: 1,000,000 numbered lines from a container that exits at once."""
+    s = start(made, project, tmp_path, """
+[containers.counter]
+rootfs = "ROOTFS"
+command = ["seq", "1", "1000000"]
+""", busybox_rootfs)
+    assert s.wait_state("counter", "exited", timeout=60)["exit_code"] == 0
+    r = s.cli("logs", "counter", timeout=120)
+    assert r.returncode == 0
+    lines = r.stdout.split("\n")
+    assert lines[-1] == ""
+    assert lines[:-1] == [str(i) for i in range(1, 1_000_001)]
+
+
+def test_ten_concurrent_writers_every_line_once(made: list[Supervised],
+                                                project: ProjectPaths, tmp_path: Path,
+                                                busybox_rootfs: Path) -> None:
+    toml = "".join(f"""
+[containers.w{i}]
+rootfs = "ROOTFS"
+command = ["sh", "-c", "seq 1 20000 | sed 's/^/w{i} /'"]
+""" for i in range(10))
+    s = start(made, project, tmp_path, toml, busybox_rootfs)
+    for i in range(10):
+        s.wait_state(f"w{i}", "exited", timeout=60)
+    r = s.cli("logs", "--json", timeout=120)
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    seqs = [rec["seq"] for rec in records]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    for i in range(10):
+        mine = [rec["line"] for rec in records if rec["container"] == f"w{i}"]
+        assert mine == [f"w{i} {n}" for n in range(1, 20001)]
+
+
+def test_logs_queries(made: list[Supervised], project: ProjectPaths, tmp_path: Path,
+                      busybox_rootfs: Path) -> None:
+    s = start(made, project, tmp_path, """
+[containers.a]
+rootfs = "ROOTFS"
+command = ["sh", "-c", "echo a1; sleep 0.05; echo a-err >&2; sleep 0.3; echo a2; printf tail-no-newline"]
+
+[containers.bb]
+rootfs = "ROOTFS"
+command = ["sh", "-c", "sleep 0.1; echo b1; echo b2"]
+""", busybox_rootfs)
+    s.wait_state("a", "exited")
+    s.wait_state("bb", "exited")
+    assert s.ok("logs", "a") == "a1\na-err\na2\ntail-no-newline"
+    assert s.ok("logs", "--tail", "2", "bb") == "b1\nb2\n"
+    assert s.ok("logs", "-n", "1", "bb") == "b2\n"
+    assert s.ok("logs", "--source", "stderr", "a") == "a-err\n"
+    assert s.ok("logs", "--grep", "^b", "--no-log-prefix") == "b1\nb2\n"
+    merged = s.ok("logs", "--no-color").splitlines()
+    assert merged.index("a   | a1") < merged.index("bb  | b1") < merged.index("a   | a2")
+    stamped = s.ok("logs", "-t", "bb").splitlines()
+    assert stamped[0].endswith("Z b1") and stamped[0][:4].isdigit()
+    future = str(time.time() + 3600)
+    assert s.ok("logs", "--since", future, "a") == ""
+    r = s.cli("logs", "--grep", "(", "a")
+    assert r.returncode == 1 and "grep: expected a regular expression" in r.stderr
+    r = s.cli("logs", "--tail", "lots", "a")
+    assert r.returncode == 2 and "--tail: expected a number of lines or 'all'" in r.stderr
+    s.down()
+    # A stopped stack's logs stay readable, from the store on disk.
+    assert s.ok("logs", "bb") == "b1\nb2\n"
+
+
+def test_follow_history_then_live_across_a_restart(made: list[Supervised],
+                                                   project: ProjectPaths, tmp_path: Path,
+                                                   busybox_rootfs: Path) -> None:
+    """Point 3: -f started mid-stream: history then live, no gap, no duplicate, across a
+    restart of the followed container."""
+    s = start(made, project, tmp_path, """
+[containers.tick]
+rootfs = "ROOTFS"
+command = ["sh", "-c", "r=$$(cut -c1-8 /proc/sys/kernel/random/uuid); i=0; while [ $$i -lt 15 ]; do i=$$((i+1)); echo run-$$r-$$i; sleep 0.05; done"]
+restart = "always"
+restart_backoff = { initial = "0s" }
+""", busybox_rootfs)
+    s.wait_event("start", "tick", count=2)
+    with subprocess.Popen([sys.executable, "-m", "supervisor", "-p", project.project, "logs",
+                           "-f", "tick"], stdout=subprocess.PIPE, text=True) as follower:
+        assert follower.stdout is not None
+        s.wait_event("start", "tick", count=4, timeout=60)
+        time.sleep(0.2)
+        s.ok("stop", "tick")
+        time.sleep(0.5)
+        follower.terminate()
+        out, _ = follower.communicate(timeout=10)
+    lines = out.splitlines()
+    assert len(lines) == len(set(lines))
+    history = s.ok("logs", "tick").splitlines()
+    assert lines == history[:len(lines)]  # the same lines, in the same order, none missing
+    runs = [line.split("-")[1] for line in lines]
+    assert len(set(runs)) >= 4  # across restarts
+
+
+def test_foreground_output_comes_from_the_store(project: ProjectPaths, tmp_path: Path,
+                                                busybox_rootfs: Path) -> None:
+    (tmp_path / "stack.toml").write_text(f"""
+[containers.one]
+rootfs = "{busybox_rootfs}"
+command = ["sh", "-c", "echo first; echo second"]
+""")
+    r = subprocess.run([sys.executable, "-m", "supervisor", "-p", project.project, "up",
+                        "--no-color", "--abort-on-container-exit", str(tmp_path / "stack.toml")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.splitlines() == ["Attaching to one", "one  | first", "one  | second",
+                                     "one  | one exited with code 0"]
+    logs = subprocess.run([sys.executable, "-m", "supervisor", "-p", project.project, "logs",
+                           "one"], capture_output=True, text=True, timeout=60)
+    assert logs.stdout == "first\nsecond\n"
+    subprocess.run([sys.executable, "-m", "supervisor", "-p", project.project, "down"],
+                   capture_output=True, timeout=60)
