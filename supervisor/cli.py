@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from supervisor.errors import SupervisorError, UsageError
+from supervisor.errors import ConfigError, ContainerError, SupervisorError, UsageError
 
 if TYPE_CHECKING:
     from supervisor.paths import ProjectPaths
@@ -214,7 +214,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def notice(line: str) -> None:
         print(line, flush=True)
 
-    return trio.run(lambda: supervise(stack, paths, notice=notice))
+    return _supervisor_exit(lambda: trio.run(lambda: supervise(stack, paths, notice=notice)))
 
 
 def _paths_for(project: str) -> ProjectPaths:
@@ -299,10 +299,25 @@ def _up_foreground(args: argparse.Namespace, stack: object, paths: ProjectPaths)
 
     if stack.containers:
         print("Attaching to " + ", ".join(stack.containers), flush=True)
-    return trio.run(lambda: supervise(
+    return _supervisor_exit(lambda: trio.run(lambda: supervise(
         stack, paths, notice=notice, printer=printer,
         abort_on_container_exit=args.abort_on_container_exit,
-        exit_code_from=args.exit_code_from))
+        exit_code_from=args.exit_code_from)))
+
+
+def _supervisor_exit(run: Callable[[], int]) -> int:
+    """A supervisor that cannot run its stack exits 1 (conventions.md), whatever the
+    error's own code (125 is `run`'s, Docker's)."""
+    try:
+        return run()
+    except BaseExceptionGroup as group:
+        error = _first_supervisor_error(group)
+        if error is None:
+            raise
+        code = error.exit_code if isinstance(error, ConfigError | UsageError) else 1
+        raise SupervisorError(str(error), exit_code=code) from None
+    except ContainerError as error:
+        raise SupervisorError(str(error), exit_code=1) from None
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -612,3 +627,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except BaseExceptionGroup as group:
+        # trio's nurseries group what their tasks raised: one of ours is still one line.
+        error = _first_supervisor_error(group)
+        if error is None:
+            raise
+        print(str(error), file=sys.stderr)
+        return error.exit_code
+
+
+def _first_supervisor_error(group: BaseExceptionGroup[BaseException]) -> SupervisorError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, SupervisorError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_supervisor_error(exc)
+            if found is not None:
+                return found
+    return None

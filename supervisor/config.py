@@ -129,6 +129,24 @@ __all__ = [
 _BOOL = Field(read_bool)
 
 
+def read_log_file(value: object, ctx: Ctx) -> str:
+    """An absolute path in the container; a glob (`*.log`) only in its last part, since the
+    tailer watches one directory."""
+    path = read_working_dir(value, ctx)
+    directory = os.path.dirname(path)
+    if any(c in directory for c in "*?["):
+        raise Invalid(f"expected a glob only in the file name, such as "
+                      f"'/var/log/redis/*.log', got {show(path)}")
+    return path
+
+
+class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-container logging: `files` inside its volumes, tailed into the log bus with
+    `file:/path` as their source (their directories must be volumes, own or inherited)."""
+
+    files: Annotated[list[str], Field(each(read_log_file))] = []
+
+
 class Container(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One ``[containers.NAME]`` table, resolved: paths absolute, units in bytes and seconds."""
 
@@ -169,6 +187,7 @@ class Container(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     restart_backoff: Annotated[Backoff, table_field(Backoff)] = Backoff()
     depends_on: Annotated[dict[str, DependsOn], Field(read_depends_on, show_depends_on)] = {}
     healthcheck: Annotated[Healthcheck | None, Field(read_healthcheck, show_healthcheck)] = None
+    logs: Annotated[LogSettings, table_field(LogSettings)] = LogSettings()
 
     def __post_init__(self) -> None:
         if not NAME_RE.fullmatch(self.name):

@@ -166,6 +166,11 @@ class Container:
         except SupervisorError:
             remove_tree(d)
             raise
+        try:
+            _log_dirs(cfg, mounts)
+        except ContainerError:
+            remove_tree(d)
+            raise
         record = ContainerRecord(name=cfg.name, project=paths.project, created=now(),
                                  config=msgspec.Raw(msgspec.json.encode(cfg)), mounts=mounts,
                                  cgroup=paths.kernel_name(cfg.name))
@@ -245,6 +250,10 @@ class Container:
                 mounts.append({"type": "bind", "source": m.source, "target": m.target,
                                "read_only": m.read_only})
         return lower, mounts
+
+    def log_dirs(self) -> list[tuple[Path, str, str]]:
+        """(host directory, container directory, file pattern) for each `logs.files`."""
+        return _log_dirs(self.cfg, self.record.mounts)
 
     def write_etc(self) -> None:
         """/etc/hostname, hosts and resolv.conf, regenerated at each start (as Docker's)
@@ -456,6 +465,30 @@ class Container:
             "no_new_privs": True,
         }
         return await self._spawn(spec, [stdin, stdout, stderr])
+
+
+def _log_dirs(cfg: config.Container, mounts: Sequence[MountRecord],
+              ) -> list[tuple[Path, str, str]]:
+    """Where each `logs.files` pattern lives on the host: inside the volume (own or from
+    `volumes_from`) whose target contains it; the deepest such mount wins."""
+    out = []
+    for i, pattern in enumerate(cfg.logs.files):
+        directory, name = os.path.split(pattern)
+        best = None
+        for m in mounts:
+            if m.type == "tmpfs":
+                continue
+            target = m.target.rstrip("/") or "/"
+            inside = directory == target or directory.startswith(target.rstrip("/") + "/")
+            if inside and (best is None or len(target) > len(best.target)):
+                best = m
+        if best is None:
+            raise ContainerError(cfg.name, f"logs.files[{i}]: {pattern} is not inside a "
+                                 "volume of this container (files are tailed from the host "
+                                 "side of a volume)")
+        relative = directory[len(best.target.rstrip("/")):].lstrip("/")
+        out.append((Path(best.source) / relative, directory, name))
+    return out
 
 
 def _open_dir_nofollow(name: str, parent: int) -> int:

@@ -12,25 +12,19 @@ import contextlib
 import os
 import signal
 import time
-from typing import Literal, Protocol
+from functools import partial
+from typing import Literal
 
 import trio
 
+from logging_bus.sources import tail_files
+from logging_bus.store import LogStore
 from supervisor import fdio, restart
 from supervisor.container import Container, ExitInfo
 from supervisor.errors import ContainerError, SupervisorError
 from supervisor.events import EventBus
 from supervisor.health import Health
 from supervisor.protocol import ContainerState, HealthResult, HealthView
-
-
-class OutputSink(Protocol):
-    """Where container output goes: the log store (logging_bus.store.LogStore)."""
-
-    def append(self, container: str, source: str, data: bytes) -> int: ...
-
-    def flush(self, container: str, source: str) -> int: ...
-
 
 # What `attach` clients receive: ("stdout"|"stderr", bytes, None), or ("exit", b"", code).
 Chunk = tuple[str, bytes, int | None]
@@ -44,7 +38,7 @@ class DependencyFailed(SupervisorError):
 
 
 class Service:
-    def __init__(self, container: Container, events: EventBus, output: OutputSink, *,
+    def __init__(self, container: Container, events: EventBus, output: LogStore, *,
                  will_start: bool = True) -> None:
         self.container = container
         self.events = events
@@ -136,7 +130,15 @@ class Service:
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self, *, start: bool = True) -> None:
-        """The service's task: runs until cancelled by the stack."""
+        """The service's task: runs until cancelled by the stack.  Its log files are tailed
+        for the service's whole life, across restarts (positions are kept in the store)."""
+        async with trio.open_nursery() as nursery:
+            for host_dir, container_dir, pattern in self.container.log_dirs():
+                nursery.start_soon(partial(tail_files, self.output, self.name, host_dir,
+                                           container_dir, [pattern]))
+            await self._loop(start)
+
+    async def _loop(self, start: bool) -> None:
         self.want_running = start
         while True:
             if not self.want_running:

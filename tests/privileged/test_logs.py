@@ -150,3 +150,45 @@ command = ["sh", "-c", "echo first; echo second"]
     assert logs.stdout == "first\nsecond\n"
     subprocess.run([sys.executable, "-m", "supervisor", "-p", project.project, "down"],
                    capture_output=True, timeout=60)
+
+
+def test_log_files_in_volumes_are_tailed(made: list[Supervised], project: ProjectPaths,
+                                         tmp_path: Path, busybox_rootfs: Path) -> None:
+    """Sources: a log file inside a volume, read through `volumes_from` by another
+    container's declaration too; rotation by rename keeps every line once."""
+    s = start(made, project, tmp_path, """
+[containers.app]
+rootfs = "ROOTFS"
+command = ["sh", "-c", "for i in 1 2 3; do echo app-$$i >> /var/log/app/app.log; sleep 0.1; done; mv /var/log/app/app.log /var/log/app/app.log.1; for i in 4 5; do echo app-$$i >> /var/log/app/app.log; sleep 0.1; done; exec sleep 300"]
+volumes = ["/var/log/app"]
+logs = { files = ["/var/log/app/*.log"] }
+stop_grace_period = "0s"
+""", busybox_rootfs)
+    deadline = time.monotonic() + 20
+    while True:
+        out = s.ok("logs", "--source", "file", "app")
+        if out.count("\n") >= 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert out == "app-1\napp-2\napp-3\napp-4\napp-5\n"
+    records = [json.loads(line) for line in s.ok("logs", "--json", "app").splitlines()]
+    assert {r["source"] for r in records} == {"file:/var/log/app/app.log"}
+
+
+def test_log_files_outside_volumes_are_refused(project: ProjectPaths, tmp_path: Path,
+                                               busybox_rootfs: Path) -> None:
+    from tests.privileged.supervised import sv
+
+    r = sv("run", "--rm", str(busybox_rootfs), "true", timeout=30)  # a baseline that works
+    assert r.returncode == 0
+    (tmp_path / "stack.toml").write_text(f"""
+[containers.app]
+rootfs = "{busybox_rootfs}"
+command = ["true"]
+logs = {{ files = ["/var/log/app/*.log"] }}
+""")
+    r = sv("-p", project.project, "up", "--no-color", str(tmp_path / "stack.toml"), timeout=30)
+    assert r.returncode == 1
+    assert "app: logs.files[0]: /var/log/app/*.log is not inside a volume of this container" \
+        in r.stderr
+    assert "Traceback" not in r.stderr
