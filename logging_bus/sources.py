@@ -25,6 +25,7 @@ import ctypes
 import errno
 import fnmatch
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -99,20 +100,63 @@ class _Tailed:
         self.offset = 0
 
 
+_OPEN_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+_OPEN_DIR = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_DIRECTORY
+
+
+def _open_regular(path: Path) -> int | None:
+    """A regular file, never through a symlink, never a FIFO or a device: the directory
+    belongs to a container, which could plant `ln -s /etc/shadow x.log` or `mkfifo`."""
+    try:
+        fd = os.open(path, _OPEN_FILE)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _safe_directory(directory: Path, trusted_root: Path | None) -> bool:
+    """Below `trusted_root` (a volume's host folder) no component may be a symlink: the
+    container could point its log directory at the host's /etc."""
+    if trusted_root is None:
+        return True
+    try:
+        relative = directory.relative_to(trusted_root)
+    except ValueError:
+        return False
+    fd = os.open(trusted_root, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECTORY)
+    try:
+        for part in relative.parts:
+            try:
+                nxt = os.open(part, _OPEN_DIR, dir_fd=fd)
+            except OSError:
+                return False
+            os.close(fd)
+            fd = nxt
+        return True
+    finally:
+        os.close(fd)
+
+
 class _Tailer:
     def __init__(self, store: LogStore, container: str, directory: Path,
-                 container_dir: str, patterns: Sequence[str]) -> None:
+                 container_dir: str, patterns: Sequence[str],
+                 trusted_root: Path | None = None) -> None:
         self.store = store
         self.container = container
         self.directory = directory
         self.container_dir = container_dir.rstrip("/")
         self.patterns = patterns
+        self.trusted_root = trusted_root
         self.files: dict[str, _Tailed] = {}
 
     def drain_all(self) -> None:
         try:
-            names = sorted(os.listdir(self.directory))
-        except FileNotFoundError:
+            names = sorted(os.listdir(self.directory)) if _safe_directory(
+                self.directory, self.trusted_root) else []
+        except OSError:  # missing yet, or not a directory (the container's choice)
             names = []
         for name in names:
             if name not in self.files and any(fnmatch.fnmatchcase(name, p)
@@ -127,8 +171,8 @@ class _Tailer:
             return
         self._read(t)
         try:
-            now_ino = os.stat(t.path).st_ino
-        except FileNotFoundError:
+            now_ino = os.lstat(t.path).st_ino
+        except OSError:
             now_ino = 0
         if now_ino != t.ino:  # rotated by rename, or deleted: finish the old file
             self._read(t)
@@ -139,9 +183,8 @@ class _Tailer:
                 self._read(t)
 
     def _open(self, t: _Tailed) -> bool:
-        try:
-            fd = os.open(t.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        fd = _open_regular(t.path)
+        if fd is None:
             return False
         t.fd, t.ino, t.offset = fd, os.fstat(fd).st_ino, 0
         pos = self.store.position(self.container, t.source)
@@ -159,10 +202,10 @@ class _Tailer:
         for entry in os.scandir(self.directory):
             if entry.is_file(follow_symlinks=False) and entry.inode() == ino:
                 old = _Tailed(Path(entry.path), t.source)
-                try:
-                    old.fd = os.open(old.path, os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
+                fd = _open_regular(old.path)
+                if fd is None:
                     return
+                old.fd = fd
                 old.ino, old.offset = ino, offset
                 try:
                     self._read(old)
@@ -196,6 +239,7 @@ class _Tailer:
 
 async def tail_files(store: LogStore, container: str, directory: Path, container_dir: str,
                      patterns: Sequence[str], *, tick: float = 1.0,
+                     trusted_root: Path | None = None,
                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Tail the files in ``directory`` (host side) whose names match ``patterns``, forever.
 
@@ -204,7 +248,7 @@ async def tail_files(store: LogStore, container: str, directory: Path, container
     by the next tailer from the stored position.
     """
     inotify = _Inotify()
-    tailer = _Tailer(store, container, directory, container_dir, patterns)
+    tailer = _Tailer(store, container, directory, container_dir, patterns, trusted_root)
     try:
         watching = inotify.watch(directory)
         tailer.drain_all()

@@ -11,9 +11,12 @@ CAPABILITIES: dict[str, int] = {name: number for number, name in enumerate([
     "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
 ])}
 
-# moby's oci/caps/defaults.go: what a container gets unless cap_add/cap_drop say otherwise.
+# moby's oci/caps/defaults.go, less MKNOD: Docker can grant MKNOD because runc's device
+# cgroup allow-list makes a node useless; supervise has no device cgroup yet, so a node of
+# the host's disk would be readable and writable.  `cap_add = ["MKNOD"]` still grants it
+# (and the rootfs and volumes are mounted nodev all the same).
 DOCKER_DEFAULT: tuple[str, ...] = (
-    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "NET_RAW", "SETGID", "SETUID",
     "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
 )
 

@@ -42,11 +42,12 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def _project(args: argparse.Namespace) -> str:
     """-p, then SUPERVISE_PROJECT, then "default" for a container run outside a stack."""
-    from supervisor.paths import NAME_RE
+    from supervisor.paths import PROJECT_NAME_RE
 
     project: str = args.project or os.environ.get("SUPERVISE_PROJECT") or "default"
-    if not NAME_RE.fullmatch(project):
-        raise UsageError(f"-p/--project: expected a name such as 'web_1', got {project!r}")
+    if not PROJECT_NAME_RE.fullmatch(project):
+        raise UsageError(f"-p/--project: expected a name of lower-case letters, digits, '-' "
+                         f"and '_', such as 'web_1', got {project!r}")
     return project
 
 

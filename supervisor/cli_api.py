@@ -25,7 +25,7 @@ import msgspec
 from logging_bus.record import LogLine
 from supervisor.client import Client
 from supervisor.errors import ApiError, NoSupervisor, SupervisorError, UsageError
-from supervisor.paths import NAME_RE, ProjectPaths, run_root
+from supervisor.paths import NAME_RE, PROJECT_NAME_RE, ProjectPaths, run_root
 from supervisor.protocol import ContainerSummary, Event, ExitStatus, OutputFrame, StatsView
 
 
@@ -66,8 +66,9 @@ def find_project(args: argparse.Namespace, *, required: bool = True) -> ProjectP
         else:
             raise NoSupervisor("no supervisor is running: start one with `supervise up` "
                                "(or `supervise run -d ...`)")
-    if not NAME_RE.fullmatch(project):
-        raise UsageError(f"-p/--project: expected a name such as 'web_1', got {project!r}")
+    if not PROJECT_NAME_RE.fullmatch(project):
+        raise UsageError(f"-p/--project: expected a name of lower-case letters, digits, '-' "
+                         f"and '_', such as 'web_1', got {project!r}")
     return ProjectPaths.for_project(project, os.environ)
 
 

@@ -251,8 +251,9 @@ class Container:
                                "read_only": m.read_only})
         return lower, mounts
 
-    def log_dirs(self) -> list[tuple[Path, str, str]]:
-        """(host directory, container directory, file pattern) for each `logs.files`."""
+    def log_dirs(self) -> list[tuple[Path, Path, str, str]]:
+        """(volume's host folder, host directory, container directory, file pattern) for
+        each `logs.files`."""
         return _log_dirs(self.cfg, self.record.mounts)
 
     def write_etc(self) -> None:
@@ -468,7 +469,7 @@ class Container:
 
 
 def _log_dirs(cfg: config.Container, mounts: Sequence[MountRecord],
-              ) -> list[tuple[Path, str, str]]:
+              ) -> list[tuple[Path, Path, str, str]]:
     """Where each `logs.files` pattern lives on the host: inside the volume (own or from
     `volumes_from`) whose target contains it; the deepest such mount wins."""
     out = []
@@ -487,7 +488,7 @@ def _log_dirs(cfg: config.Container, mounts: Sequence[MountRecord],
                                  "volume of this container (files are tailed from the host "
                                  "side of a volume)")
         relative = directory[len(best.target.rstrip("/")):].lstrip("/")
-        out.append((Path(best.source) / relative, directory, name))
+        out.append((Path(best.source), Path(best.source) / relative, directory, name))
     return out
 
 

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # containers (Docker's rule)
+PROJECT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")  # projects (Compose's): never a "."
 
 
 def state_root(environ: Mapping[str, str] = os.environ) -> Path:
@@ -58,5 +59,14 @@ class ProjectPaths:
         return self.state / "layers"
 
     def kernel_name(self, container: str) -> str:
-        """The name of the container's kernel objects (cgroups, namespaces)."""
-        return f"supervise-{self.project}-{container}"
+        """The name of the container's kernel objects (cgroups, namespaces).
+
+        `supervise-<project>.<container>`: a project name has no ".", so the first "." ends
+        it, and no project's names are a prefix of another's (with "-", project `web` and
+        `web-api` would mix, and `a`+`b-c` would equal `a-b`+`c`)."""
+        return f"supervise-{self.project}.{container}"
+
+    @property
+    def kernel_prefix(self) -> str:
+        """What every kernel object of this project, and no other, starts with."""
+        return self.kernel_name("")

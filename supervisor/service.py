@@ -12,11 +12,12 @@ import contextlib
 import os
 import signal
 import time
-from functools import partial
+from pathlib import Path
 from typing import Literal
 
 import trio
 
+from logging_bus.errors import LogBusError
 from logging_bus.sources import tail_files
 from logging_bus.store import LogStore
 from supervisor import fdio, restart
@@ -133,10 +134,18 @@ class Service:
         """The service's task: runs until cancelled by the stack.  Its log files are tailed
         for the service's whole life, across restarts (positions are kept in the store)."""
         async with trio.open_nursery() as nursery:
-            for host_dir, container_dir, pattern in self.container.log_dirs():
-                nursery.start_soon(partial(tail_files, self.output, self.name, host_dir,
-                                           container_dir, [pattern]))
+            for root, host_dir, container_dir, pattern in self.container.log_dirs():
+                nursery.start_soon(self._tail, root, host_dir, container_dir, pattern)
             await self._loop(start)
+
+    async def _tail(self, root: Path, host_dir: Path, container_dir: str, pattern: str) -> None:
+        """A log file tailer that fails alone: an event says why, the container runs on."""
+        try:
+            await tail_files(self.output, self.name, host_dir, container_dir, [pattern],
+                             trusted_root=root)
+        except (OSError, LogBusError) as e:
+            self.events.publish("log_error", self.name, file=f"{container_dir}/{pattern}",
+                                error=str(e))
 
     async def _loop(self, start: bool) -> None:
         self.want_running = start

@@ -67,7 +67,7 @@ def clean_leftovers(runtime: Runtime, paths: ProjectPaths) -> list[str]:
     Records stay (marked exited, with the stopped-by-user mark kept), as do volumes and
     writable layers.  Returns one line per thing cleaned."""
     report = []
-    prefix = paths.kernel_name("")
+    prefix = paths.kernel_prefix
     for name in runtime.cgroups.list(prefix):
         cgroup = runtime.cgroups.open(name)
         if cgroup is None:

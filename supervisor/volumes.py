@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -96,9 +97,14 @@ class Volumes:
 
 
 def remove_tree(path: Path) -> None:
-    """rm -r that tolerates a missing path (overlay work dirs hold root-owned 000 dirs)."""
-    if path.exists():
-        for root, dirs, _files in os.walk(path):
-            for d in dirs:
-                os.chmod(os.path.join(root, d), 0o700)
-        shutil.rmtree(path)
+    """rm -r that tolerates a missing path.  Overlay work dirs hold 000 dirs, so real
+    directories are made searchable first; the tree is the container's, so a symlink in it
+    is never followed (a chmod through `ln -s / x` would change the host's /)."""
+    if not path.is_dir() or path.is_symlink():
+        return
+    for root, dirs, _files in os.walk(path):  # os.walk does not descend into symlinks
+        for d in dirs:
+            full = os.path.join(root, d)
+            if stat.S_ISDIR(os.lstat(full).st_mode):
+                os.chmod(full, 0o700, follow_symlinks=False)
+    shutil.rmtree(path)

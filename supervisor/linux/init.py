@@ -132,7 +132,11 @@ def make_readonly(path: str, flags: int) -> None:
         _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
                     ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
-    attr = MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    extra = 0
+    for ms, ma in ((MS_NOSUID, 0x2), (MS_NODEV, 0x4), (MS_NOEXEC, 0x8)):  # MOUNT_ATTR_*
+        if flags & ms:
+            extra |= ma
+    attr = MountAttr(MOUNT_ATTR_RDONLY | extra, 0, 0, 0)
     rc = libc.syscall(_SYSCALLS["mount_setattr"], AT_FDCWD, _b(path), AT_RECURSIVE,
                       ctypes.byref(attr), ctypes.sizeof(attr))
     if rc == 0:
@@ -202,8 +206,12 @@ def do_mounts(root: str, mounts: list[dict[str, Any]]) -> None:
                 raise SetupError(f"bind source {src}: no such file or directory")
             _make_target(dst, is_dir)
             mount(src, dst, None, MS_BIND | MS_REC)
+            # nodev on every bind (a remount of the bind's flags), read-only when asked
+            flags = _statvfs_flags(dst) | MS_NODEV
             if m.get("read_only"):
-                make_readonly(dst, _statvfs_flags(dst))
+                make_readonly(dst, flags)
+            else:
+                mount(None, dst, None, MS_BIND | MS_REMOUNT | flags)
         elif kind == "tmpfs":
             _make_target(dst, True)
             mount("tmpfs", dst, "tmpfs", m.get("flags", MS_NOSUID | MS_NODEV), m.get("data"))
@@ -253,7 +261,8 @@ def build_root(spec: dict[str, Any]) -> None:
     root = spec["merged"]
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # / is shared on systemd hosts
     lower = ":".join(spec["lower"])
-    mount("overlay", root, "overlay", 0,
+    # nodev: a device node on the rootfs or a volume never opens a device (only /dev's do)
+    mount("overlay", root, "overlay", MS_NODEV,
           f"lowerdir={lower},upperdir={spec['upper']},workdir={spec['work']}")
     do_mounts(root, spec["mounts"])
     proc = root + "/proc"

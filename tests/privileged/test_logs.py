@@ -224,3 +224,24 @@ stop_grace_period = "0s"
     complete = first_run[:-1]  # the last piece may be a line cut by the kill
     assert complete[:len(seen)] == seen  # every line the follower saw, in order
     assert complete == [str(i) for i in range(1, len(complete) + 1)]  # no hole, no repeat
+
+
+def test_log_files_never_follow_the_containers_symlinks(made: list[Supervised],
+                                                        project: ProjectPaths, tmp_path: Path,
+                                                        busybox_rootfs: Path) -> None:
+    secret = tmp_path / "host-secret"
+    secret.write_text("do not copy me\n")
+    s = start(made, project, tmp_path, f"""
+[containers.sly]
+rootfs = "ROOTFS"
+command = ["sh", "-c", "ln -s {secret} /var/log/app/evil.log; mkfifo /var/log/app/fifo.log; mkdir -p /var/log/app/sub; echo ok > /var/log/app/real.log; exec sleep 300"]
+volumes = ["/var/log/app"]
+logs = {{ files = ["/var/log/app/*.log"] }}
+stop_grace_period = "0s"
+""", busybox_rootfs)
+    deadline = time.monotonic() + 10
+    while "ok" not in s.ok("logs", "sly") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.5)  # a tick of the tailer after the planted files
+    assert s.ok("logs", "sly") == "ok\n"
+    assert s.state("sly")["status"] == "running"  # the supervisor is fine too

@@ -417,3 +417,21 @@ def test_run_bad_flag_is_one_line(project: ProjectPaths, busybox_rootfs: Path) -
     assert r.returncode == 125
     assert r.stderr.endswith(": rootfs /no/such/rootfs: no such directory\n")
     assert "Traceback" not in r.stderr
+
+
+def test_no_device_nodes_and_no_symlink_escape_on_remove(project: ProjectPaths,
+                                                          busybox_rootfs: Path,
+                                                          tmp_path: Path) -> None:
+    """No MKNOD by default, and the rootfs/volumes are nodev; removing a container whose
+    layer holds a symlink to a host directory leaves that directory alone."""
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o755)
+    (victim / "keep").write_text("x")
+    r = sv("run", "--rm", "-v", f"{tmp_path}/vol:/vol", str(busybox_rootfs), "sh", "-c",
+           f"mknod /x b 8 0 2>/dev/null && echo made; ln -s {victim} /escape; "
+           f"ln -s {victim} /vol/escape; mkdir /d; chmod 000 /d; echo done")
+    assert r.stdout.split() == ["done"], r.stderr
+    assert oct(victim.stat().st_mode & 0o777) == "0o755" and (victim / "keep").exists()
+    r = sv("run", "--rm", "--cap-add", "MKNOD", str(busybox_rootfs), "sh", "-c",
+           "mknod /x b 8 0 && head -c1 /x >/dev/null 2>&1 || echo refused")
+    assert r.stdout.split() == ["refused"]

@@ -257,9 +257,9 @@ command = ["sh", "-c", "sleep 300 & sleep 300"]
     log = (project.run / "supervisor.log").read_text()
     cleaned = [line for line in log.splitlines() if line.startswith("cleaned leftover")]
     kernel = sorted(line for line in cleaned if "cgroup" in line)
-    assert kernel == [f"cleaned leftover cgroup supervise-{project.project}-a and its 1 process",
+    assert kernel == [f"cleaned leftover cgroup supervise-{project.project}.a and its 1 process",
                       # sh forks one sleep and execs the other
-                      f"cleaned leftover cgroup supervise-{project.project}-b and its 2 "
+                      f"cleaned leftover cgroup supervise-{project.project}.b and its 2 "
                       "processes"]
     s.wait_state("a", "running")
     assert s.ok("exec", "a", "cat", "/data/f") == "kept\n"  # the volume was not touched
