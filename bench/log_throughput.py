@@ -58,6 +58,7 @@ import contextlib
 import datetime as dt
 import http.client
 import io
+import itertools
 import json
 import os
 import re
@@ -69,7 +70,7 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,7 @@ def diagnose(data: bytes, n: int) -> dict[str, Any]:
             "unterminated_tail": len(tail),
             "lost": len(set(range(1, n + 1)) - seen),
             "duplicated": len(numbers) - len(seen),
-            "out_of_order": sum(1 for a, b in zip(numbers, numbers[1:], strict=False)
+            "out_of_order": sum(1 for a, b in itertools.pairwise(numbers)
                                 if b <= a)}
 
 
@@ -579,7 +580,7 @@ class Docker(Tool):
         if shutil.which("dockerd") is None:
             self.skipped = "dockerd is not installed (apt-get install docker.io)"
             return
-        foreign = [p for p in benchlib.processes_mentioning(["dockerd", "containerd"])]
+        foreign = benchlib.processes_mentioning(["dockerd", "containerd"])
         if foreign:
             self.skipped = ("another dockerd/containerd runs on this host (" + foreign[0]
                             + "): not started beside it")

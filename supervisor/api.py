@@ -259,6 +259,9 @@ class Api:
                 raise HTTPError(400, "cmd: expected a command, got []")
             if service.status != "running":
                 raise HTTPError(409, f"Container {service.name} is not running")
+            if service.paused:  # its cgroup is frozen: an exec would freeze with it
+                raise HTTPError(409, f"Container {service.name} is paused, unpause the "
+                                "container before exec")
             exec_id = secrets.token_hex(16)
             self.execs[exec_id] = ExecState(service.name, body)
             return Response(status=201, body={"Id": exec_id})
@@ -437,7 +440,8 @@ class Api:
         async def handler(stream: trio.abc.Stream, req: Request) -> None:
             async def typing() -> None:
                 while data := await stream.receive_some(65536):
-                    service.write_stdin(bytes(data))
+                    if not await service.write_stdin(bytes(data)):
+                        break
                 service.close_stdin()
 
             try:
@@ -666,15 +670,15 @@ def _filters(req: Request) -> dict[str, list[str]]:
             raise HTTPError(400, f"filter: expected KEY=VALUE, got {item!r}")
         out.setdefault(key, []).append(value)
     for key in out:
-        if key not in ("name", "status", "health", "id"):
+        if key not in ("name", "status", "health", "id", "container"):
             raise HTTPError(400, f"filters: unknown filter {key!r}, expected name, status, "
-                            "health or id")
+                            "health, id or container")
     return out
 
 
 def _matches(row: ContainerSummary, filters: dict[str, list[str]]) -> bool:
     for key, values in filters.items():
-        if key in ("name", "id") and not any(v in row.name for v in values):
+        if key in ("name", "id", "container") and not any(v in row.name for v in values):
             return False
         if key == "status" and row.state.status not in values:
             return False

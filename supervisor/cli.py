@@ -97,7 +97,8 @@ def _run_mapping(args: argparse.Namespace) -> dict[str, object]:
     if args.env_file:
         raw["env_file"] = [str(Path(f).resolve()) for f in args.env_file]
     if args.volume:
-        raw["volumes"] = list(args.volume)
+        # ./data or ~/data is the caller's, not the supervisor's working directory
+        raw["volumes"] = [_absolute_bind(spec) for spec in args.volume]
     if args.volumes_from:
         raw["volumes_from"] = list(args.volumes_from)
     if args.tmpfs:
@@ -128,6 +129,13 @@ def _run_project(args: argparse.Namespace) -> ProjectPaths:
 
     paths = find_project(args, required=False)
     return paths if paths is not None else _paths(args)
+
+
+def _absolute_bind(spec: str) -> str:
+    source, sep, rest = spec.partition(":")
+    if sep and source.startswith((".", "~")):
+        return f"{Path(source).expanduser().resolve()}:{rest}"
+    return spec
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ restart loop (supervisor issue) calls start/wait again on the same Container.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -314,15 +315,21 @@ class Container:
         the container, the caller keeps (and closes) its own."""
         if self.process is not None and self.process.returncode is None:
             raise ContainerError(self.name, "already running")
-        cgroup = self.runtime.cgroups.create(self.record.cgroup)
+        try:
+            cgroup = self.runtime.cgroups.create(self.record.cgroup)
+        except SupervisorError as e:
+            raise ContainerError(self.name, str(e)) from e
         try:
             limits = self._limits()
             if limits != Limits() or not cgroup.fresh:
                 cgroup.apply(limits)
             spec = self.run_spec(cgroup)
-        except SupervisorError:
-            cgroup.remove()
-            raise
+        except SupervisorError as e:
+            with contextlib.suppress(SupervisorError):
+                cgroup.remove()
+            if isinstance(e, ContainerError):
+                raise
+            raise ContainerError(self.name, str(e)) from e
         try:
             self.write_etc()
         except SupervisorError:
@@ -345,11 +352,22 @@ class Container:
         except SupervisorError as e:
             os.close(status_r)
             if self._cgroup is not None and spec["op"] == "run":
-                self._cgroup.remove()
+                with contextlib.suppress(SupervisorError):
+                    self._cgroup.remove()
             raise ContainerError(self.name, str(e)) from e
         finally:
             os.close(status_w)
-        failure = await fdio.read_all(status_r)
+        try:
+            failure = await fdio.read_all(status_r)
+        except BaseException:  # cancelled: the new process must not outlive its owner
+            proc.send_signal(9)
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                if spec["op"] == "run":
+                    self.process = proc
+                    await self._finish(proc)
+                else:
+                    await proc.wait()
+            raise
         if failure:
             code_text, _, message = failure.decode(errors="replace").partition(" ")
             code = await proc.wait()
@@ -385,7 +403,10 @@ class Container:
             # cgroup is normally empty now; if not, kill and retry off the event loop.
             if not _remove_now(cgroup):
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(_empty_and_remove, cgroup)
+                    try:
+                        await trio.to_thread.run_sync(_empty_and_remove, cgroup)
+                    except SupervisorError as e:  # left for the next start or leftover scan
+                        self.record.error = str(e)
             self._cgroup = None
         self._exit = ExitInfo(code, oom)
         self.record.status, self.record.pid = "exited", 0

@@ -26,6 +26,7 @@ from supervisor.linux import init as init_module
 from supervisor.linux.namespaces import set_child_subreaper
 
 INIT_PATH = Path(init_module.__file__).resolve()
+REQUEST_TIMEOUT = 10.0
 
 
 class ForkServerError(SupervisorError):
@@ -108,12 +109,20 @@ class ForkServer:
 
     async def request(self, req: dict[str, Any], fds: list[int]) -> dict[str, Any]:
         async with self._lock:
-            try:
-                anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-                await self._sock.sendmsg([marshal.dumps(req)], anc if fds else [])
-                reply = await self._sock.recv(1 << 16)
-            except OSError as e:
-                raise ForkServerError(f"fork server: {e.strerror or e}") from e
+            # Request and reply are one exchange: a cancel between them would leave the reply
+            # for the next caller (wrong pids from then on).  So shielded, and time-bounded.
+            with trio.CancelScope(shield=True):
+                try:
+                    with trio.fail_after(REQUEST_TIMEOUT):
+                        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                        await self._sock.sendmsg([marshal.dumps(req)], anc if fds else [])
+                        reply = await self._sock.recv(1 << 16)
+                except trio.TooSlowError:
+                    self._proc.kill()  # out of step for good: no later request may use it
+                    raise ForkServerError("fork server: no answer within "
+                                          f"{REQUEST_TIMEOUT:g} s (killed)") from None
+                except OSError as e:
+                    raise ForkServerError(f"fork server: {e.strerror or e}") from e
         if not reply:
             raise ForkServerError(f"fork server exited (status {self._proc.poll()})")
         result: dict[str, Any] = marshal.loads(reply)

@@ -62,6 +62,9 @@ class Service:
         self._wake = trio.Event()
         self._changed = trio.Event()
         self._backoff_scope: trio.CancelScope | None = None
+        self._starting: trio.Event | None = None  # set while a start is in flight
+        self.user_stops = 0  # how many times a user stopped it (a start must not undo one)
+        self.scope = trio.CancelScope()  # the service's task; cancelled when it is removed
         # `attach` clients: live output frames; a full buffer drops the client, never blocks
         self.attachers: set[trio.MemorySendChannel[Chunk]] = set()
         self.stdin_fd: int | None = None  # pty master or stdin pipe, with stdin_open/tty
@@ -205,6 +208,7 @@ class Service:
                 stdin, self.stdin_fd = in_r, in_w
             stdio = [stdin, out_w, err_w]
             sources += [(out_r, "stdout"), (err_r, "stderr")]
+        self._starting = trio.Event()
         try:
             self._run_started = trio.current_time()
             await c.start(*stdio)
@@ -216,11 +220,15 @@ class Service:
             info = ExitInfo(e.exit_code)
             self.events.publish("die", self.name, exitCode=e.exit_code, error=str(e))
             self.output.append(self.name, "stderr", f"{e}\n".encode())
+            self._to_attachers(("stderr", f"{e}\n".encode(), None))
+            self._to_attachers(("exit", b"", e.exit_code))
             return info, 0.0
         finally:
             os.close(devnull)
             for fd in theirs:
                 os.close(fd)
+            self._starting.set()
+            self._starting = None
         self.started_once = True
         self.paused = False
         self.events.publish("start", self.name, pid=c.record.pid)
@@ -258,23 +266,26 @@ class Service:
         """Our end of a non-tty stdin pipe (a pty master is closed by its output pump)."""
         fd, self.stdin_fd = self.stdin_fd, None
         if fd is not None and not keep:
-            os.close(fd)
+            fdio.close(fd)
 
-    def write_stdin(self, data: bytes) -> bool:
-        """For `attach`: False when the container has no open stdin."""
+    async def write_stdin(self, data: bytes) -> bool:
+        """For `attach`: False when the container has no open stdin (any more).  Waits for
+        room in the pipe rather than blocking the supervisor."""
         fd = self.stdin_fd
         if fd is None:
             return False
         try:
-            os.write(fd, data)
-        except OSError:
-            return False
-        return True
+            return await fdio.write_all(fd, data)
+        except (trio.ClosedResourceError, trio.BusyResourceError):
+            return False  # the run ended meanwhile (its fd was closed), or two writers
 
     def close_stdin(self) -> None:
         """EOF from an attached client: the container sees EOF (a pipe), or ^D (a tty)."""
         if self.container.cfg.tty:
-            self.write_stdin(b"\x04")
+            fd = self.stdin_fd
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.write(fd, b"\x04")  # one byte into a pty: never blocks for long
         else:
             self._close_stdin(keep=False)
 
@@ -300,6 +311,9 @@ class Service:
         try:
             while True:
                 await trio.sleep_until(health.next_check_at(trio.current_time()))
+                if self.paused:  # an exec would freeze in the frozen cgroup: skip, as Docker
+                    await trio.sleep(0.1)
+                    continue
                 started = trio.current_time()
                 code, output = await self._exec_capture(argv, check.timeout)
                 before = health.status
@@ -353,11 +367,15 @@ class Service:
         """Stops the container and its restart loop; `by_user` marks it for unless-stopped
         (a stack shutdown does not)."""
         self.want_running = False
-        if by_user and not self.container.record.stopped_by_user:
-            self.container.record.stopped_by_user = True
-            self.container.save()
+        if by_user:
+            self.user_stops += 1
+            if not self.container.record.stopped_by_user:
+                self.container.record.stopped_by_user = True
+                self.container.save()
         if self._backoff_scope is not None:
             self._backoff_scope.cancel()
+        if self._starting is not None:  # a start in flight: stop what it starts
+            await self._starting.wait()
         was_running = self.status == "running"
         if self.paused:
             self._thaw()

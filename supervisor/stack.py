@@ -158,12 +158,17 @@ class Stack:
         assert self._nursery is not None
         service = Service(container, self.events, self.logs, will_start=start)
         self.services[container.name] = service
-        self._nursery.start_soon(self._supervise, service, start)
+        self._nursery.start_soon(self._supervise_scoped, service, start)
         return service
+
+    async def _supervise_scoped(self, service: Service, start: bool) -> None:
+        with service.scope:  # cancelled when the container is removed or replaced
+            await self._supervise(service, start)
 
     async def _supervise(self, service: Service, start: bool) -> None:
         """Waits for the service's dependencies' conditions, then runs its loop."""
         deps = service.container.cfg.depends_on
+        user_stops = service.user_stops
         try:
             for dep, spec in sorted(deps.items()):
                 other = self.services.get(dep)
@@ -182,7 +187,8 @@ class Stack:
             service._set("exited")
             await service.run(start=False)
             return
-        start = start and not self._stopping
+        # Not if shutting down, nor if a user stopped it while it waited for dependencies.
+        start = start and not self._stopping and service.user_stops == user_stops
         if start:
             service.start()  # clears a stopped-by-user mark, as `docker start` does
         await service.run(start=start)
@@ -258,6 +264,7 @@ class Stack:
                                      "first or use force", exit_code=1)
             await service.stop(0, by_user=False)
         service.container.remove(volumes=volumes)
+        service.scope.cancel()
         del self.services[name]
         self.events.publish("destroy", name)
 
@@ -276,6 +283,7 @@ class Stack:
                 if old is not None:
                     await old.stop(by_user=False)
                     old.container.remove(volumes=False)
+                    old.scope.cancel()
                     del self.services[name]
                     self.events.publish("destroy", name, reason="config changed")
                     records.pop(name, None)
