@@ -74,11 +74,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import benchlib
 
-from supervisor.client import Client
+# The code measured: the installed (editable) package, PYTHONPATH, or --commit's copy; the
+# repo itself only as a fallback.
+sys.path.append(str(benchlib.REPO_DIR))
 
 N_LINES = 1_000_000
 DIGITS = 7
@@ -104,14 +104,18 @@ def diagnose(data: bytes, n: int) -> dict[str, Any]:
     tail = lines.pop()  # b"" after a final newline
     numbers: list[int] = []
     bad = 0
+    examples: list[str] = []
     for line in lines:
         if len(line) == 99 and line[DIGITS:DIGITS + 1] == b" " and line[DIGITS + 1:] == PAD \
                 and line[:DIGITS].isdigit():
             numbers.append(int(line[:DIGITS]))
         else:
             bad += 1
+            if len(examples) < 3:
+                examples.append(line[:160].decode(errors="replace"))
     seen = set(numbers)
     return {"ok": False, "lines": len(lines), "bytes": len(data), "bad": bad,
+            "bad_examples": examples,
             "unterminated_tail": len(tail),
             "lost": len(set(range(1, n + 1)) - seen),
             "duplicated": len(numbers) - len(seen),

@@ -107,6 +107,7 @@ class Api:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.execs: dict[str, ExecState] = {}
+        self._last_exit = 0  # of the last _exec_raw (the path check reads it at once)
         self.router = Router()
         self._routes()
 
@@ -286,8 +287,13 @@ class Api:
         async def exec_resize(req: Request) -> Response:
             state = self._exec(req.params["id"])
             h, w = req.query_int("h", 24), req.query_int("w", 80)
+            if not (0 < h < 65536 and 0 < w < 65536):
+                raise HTTPError(400, f"h, w: expected a terminal size, got {h}x{w}")
             if state.pty_master is not None:
-                _resize(state.pty_master, h, w)
+                try:
+                    _resize(state.pty_master, h, w)
+                except OSError as e:
+                    raise HTTPError(409, f"exec {req.params['id']}: {e.strerror}") from None
             return Response(status=200, body={})
 
         @r.route("POST", "/containers/{name}/attach")
@@ -309,6 +315,7 @@ class Api:
         async def archive_get(req: Request) -> Stream:
             service = self.service(req.params["name"])
             path = _container_path(req)
+            await self._check_path(service, path)
             parent, base = os.path.split(path.rstrip("/")) if path != "/" else ("/", ".")
             argv = ["tar", "cf", "-", "-C", parent or "/", base]
             return Stream(self._exec_raw(service, argv, None),
@@ -557,6 +564,25 @@ class Api:
 
         return handler
 
+    async def _check_path(self, service: Service, path: str) -> None:
+        """404 before a tar stream starts, when the path is missing or tar is."""
+        if service.status != "running" or service.paused:
+            raise HTTPError(409, f"Container {service.name} is not running")
+        code = -1
+        try:
+            async for _ in self._exec_raw(service, ["sh", "-c", 'command -v tar >/dev/null '
+                                                    '|| exit 3; test -e "$1"', "sh", path],
+                                          None):
+                pass
+        except HTTPError as e:
+            raise HTTPError(409, f"cp needs a shell and tar in the container: {e}") from None
+        code = self._last_exit
+        if code == 3 or code == 127:
+            raise HTTPError(409, "cp needs tar in the container (as kubectl cp does)")
+        if code != 0:
+            raise HTTPError(404, f"Could not find the file {path} in container "
+                            f"{service.name}")
+
     async def _exec_raw(self, service: Service, argv: list[str], stdin_data: bytes | None,
                         check: bool = False) -> AsyncIterator[bytes]:
         """Runs a helper command (tar) in the container, yielding its stdout."""
@@ -580,6 +606,7 @@ class Api:
                 async for chunk in fdio.read_chunks(out_r):
                     yield chunk
             code = await proc.wait()
+            self._last_exit = code
         finally:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGKILL)
@@ -796,8 +823,8 @@ async def _write_all_and_close(fd: int, data: bytes) -> None:
 
 
 async def _fd_to_stream(fd: int, stream: trio.abc.Stream, fds: fdio.FdSet) -> None:
-    fds.open.discard(fd)  # read_chunks closes it
-    async for data in fdio.read_chunks(fd):
+    # `fds` closes it once both directions are done: with a tty the writer shares it.
+    async for data in fdio.read_chunks(fd, own=False):
         await stream.send_all(data)
     try:
         await stream.send_eof()  # type: ignore[attr-defined]
@@ -812,7 +839,12 @@ async def _stream_to_fd(stream: trio.abc.Stream, fd: int,
             data = await stream.receive_some(65536)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             break
-        if not data or not await fdio.write_all(fd, data):
+        if not data:
+            break
+        try:
+            if not await fdio.write_all(fd, data):
+                break
+        except (trio.ClosedResourceError, trio.BusyResourceError):
             break
     if close_at_eof is not None:
         close_at_eof.close(fd)  # the process sees EOF on its stdin

@@ -8,7 +8,6 @@ import io
 import os
 import select
 import shutil
-import signal
 import socket
 import sys
 import tarfile
@@ -443,19 +442,10 @@ def cmd_cp(args: argparse.Namespace) -> int:
     if src_ctr:
         data = b"".join(client.stream("GET", f"/containers/{src_ctr}/archive",
                                       path=src_path))
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            members = tar.getmembers()
-            target = Path(dst_path)
-            if target.is_dir() and members:
-                tar.extractall(target, filter="data")
-            elif members:
-                # `cp web:/etc/hosts ./hosts-copy`: one member, renamed
-                top = members[0]
-                top_name = top.name
-                for m in members:
-                    m.name = str(Path(target.name) / Path(m.name).relative_to(top_name)) \
-                        if m.name != top_name else target.name
-                tar.extractall(target.parent if str(target.parent) else ".", filter="data")
+        try:
+            _extract(data, Path(dst_path))
+        except (tarfile.TarError, ValueError, OSError) as e:
+            raise SupervisorError(f"supervise cp: {src}: {e}") from None
         return 0
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -467,13 +457,30 @@ def cmd_cp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extract(data: bytes, target: Path) -> None:
+    """A container-made tar into `target` (a folder: inside it; else: renamed to it), with
+    tarfile's "data" filter refusing links and paths that leave the destination."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = tar.getmembers()
+        if not members:
+            raise ValueError("the container sent nothing")
+        if target.is_dir():
+            tar.extractall(target, filter="data")
+            return
+        top = members[0].name.rstrip("/")
+        for m in members:  # `cp web:/etc/hosts ./hosts-copy`: the top entry renamed
+            rest = m.name[len(top):].lstrip("/") if m.name.startswith(top) else None
+            if rest is None:
+                raise ValueError(f"unexpected entry {m.name!r} in the archive")
+            m.name = str(Path(target.name) / rest) if rest else target.name
+        tar.extractall(target.parent, filter="data")
+
+
 def _is_container(spec: str) -> bool:
     name, sep, _ = spec.partition(":")
     return bool(sep) and bool(NAME_RE.fullmatch(name)) and "/" not in name
 
 
-def interrupt_safe() -> None:
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 # -- logs -------------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ import trio
 CHUNK = 65536
 
 
-async def read_chunks(fd: int, size: int = CHUNK) -> AsyncIterator[bytes]:
-    """Each read as it comes, until EOF (or EIO: a pty whose last slave closed)."""
+async def read_chunks(fd: int, size: int = CHUNK, *, own: bool = True) -> AsyncIterator[bytes]:
+    """Each read as it comes, until EOF (or EIO: a pty whose last slave closed).  Closes the
+    fd at the end unless not `own` (a pty master that another task also writes to)."""
     os.set_blocking(fd, False)
     try:
         while True:
@@ -31,7 +32,8 @@ async def read_chunks(fd: int, size: int = CHUNK) -> AsyncIterator[bytes]:
                 return
             yield data
     finally:
-        close(fd)
+        if own:
+            close(fd)
 
 
 async def read_all(fd: int, limit: int | None = None) -> bytes:

@@ -314,6 +314,8 @@ command = ["sh", "-c", "exit 3"]
     assert s.ok("exec", "web", "cat", "/tmp/local.txt") == "copied in\n"
     s.ok("cp", "web:/etc/hostname", str(tmp_path / "hostname-copy"))
     assert (tmp_path / "hostname-copy").read_text() == "web\n"
+    r = s.cli("cp", "web:/nope", str(tmp_path))
+    assert r.returncode == 1 and "Could not find the file /nope in container web" in r.stderr
     assert s.ok("port", "web") == ""
     s.ok("restart", "-t", "1", "web")
     assert s.wait_state("web", "running")["restart_count"] == 1
