@@ -79,7 +79,7 @@ def _run_mapping(args: argparse.Namespace) -> dict[str, object]:
     if args.entrypoint is not None:
         raw["entrypoint"] = [args.entrypoint] if args.entrypoint else []
     simple = {"hostname": args.hostname, "working_dir": args.workdir, "user": args.user,
-              "stop_signal": args.stop_signal}
+              "stop_signal": args.stop_signal, "restart": args.restart}
     raw.update({k: v for k, v in simple.items() if v is not None})
     if args.stop_timeout is not None:
         raw["stop_grace_period"] = f"{args.stop_timeout}s"
@@ -351,6 +351,13 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def _down_offline(paths: ProjectPaths, volumes: bool) -> int:
+    from supervisor.stack import project_lock
+
+    with project_lock(paths):  # never behind a supervisor's or a foreground run's back
+        return _remove_project(paths, volumes)
+
+
+def _remove_project(paths: ProjectPaths, volumes: bool) -> int:
     from supervisor.container import list_records
     from supervisor.volumes import Volumes, remove_tree
 
@@ -489,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cap-drop", action="append", metavar="CAP")
     r.add_argument("--read-only", action="store_true")
     r.add_argument("--ulimit", action="append", metavar="NAME=SOFT[:HARD]")
+    r.add_argument("--restart", metavar="POLICY",
+                   help="no, on-failure[:N], always, unless-stopped (with a supervisor)")
     r.add_argument("--stop-signal")
     r.add_argument("--stop-timeout", type=int, metavar="SECONDS")
     r.add_argument("-t", "--tty", action="store_true")

@@ -21,6 +21,7 @@ from supervisor import config, fdio
 from supervisor.container import Container, list_records
 from supervisor.paths import ProjectPaths
 from supervisor.runtime import ContainerProcess, Runtime
+from supervisor.stack import project_lock
 
 PROXIED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                    signal.SIGUSR1, signal.SIGUSR2)
@@ -62,7 +63,7 @@ def raw_terminal(fd: int) -> Iterator[None]:
 
 async def run_container(cfg: config.Container, paths: ProjectPaths, *, remove: bool,
                         interactive: bool) -> int:
-    with Runtime() as runtime:
+    with project_lock(paths, shared=True), Runtime() as runtime:
         peers = {rec.name: rec for rec in list_records(paths)}
         container = Container.create(runtime, paths, cfg, peers)
 

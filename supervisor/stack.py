@@ -15,10 +15,11 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import trio
 
 from logging_bus.store import LogStore
-from supervisor import config, plan
+from supervisor import config, plan, restart
 from supervisor.container import Container, list_records
 from supervisor.errors import ContainerError, SupervisorError
 from supervisor.events import EventBus
@@ -34,23 +35,32 @@ class StackError(SupervisorError):
 
 
 @contextlib.contextmanager
-def project_lock(paths: ProjectPaths) -> Iterator[None]:
-    """One supervisor per project: an flock in the runtime dir, plus a pid file."""
+def project_lock(paths: ProjectPaths, *, shared: bool = False) -> Iterator[None]:
+    """One supervisor per project: an exclusive flock in the runtime dir, plus a pid file.
+
+    An in-process `supervise run` holds it shared: any number of those, but no supervisor
+    meanwhile, whose leftover scan would take their containers for a crash's remains."""
     paths.run.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(paths.run / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         pid = _read_pid(paths.run / "pid")
-        raise StackError(f"project {paths.project} already has a supervisor"
-                         + (f" (pid {pid})" if pid else "")) from None
-    (paths.run / "pid").write_text(f"{os.getpid()}\n")
+        if pid and Path(f"/proc/{pid}").exists():
+            raise StackError(f"project {paths.project} already has a supervisor (pid {pid})"
+                             ) from None
+        raise StackError(f"project {paths.project} has containers running in the foreground "
+                         "(supervise run): stop them first, or use another project (-p)"
+                         ) from None
+    if not shared:
+        (paths.run / "pid").write_text(f"{os.getpid()}\n")
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):
-            (paths.run / "pid").unlink()
+        if not shared:
+            with contextlib.suppress(OSError):
+                (paths.run / "pid").unlink()
         os.close(fd)
 
 
@@ -83,8 +93,6 @@ def clean_leftovers(runtime: Runtime, paths: ProjectPaths) -> list[str]:
             record.error = "the supervisor died while the container ran"
             record.exit_code = record.exit_code if record.exit_code is not None else 255
             tmp = paths.container(record.name) / "record.json.tmp"
-            import msgspec
-
             tmp.write_bytes(msgspec.json.encode(record))
             tmp.replace(paths.container(record.name) / "record.json")
             report.append(f"record of {record.name} (was running)")
@@ -146,6 +154,16 @@ class Stack:
                     stay = (container.record.stopped_by_user
                             and container.cfg.restart.name == "unless-stopped")
                     self._add(container, start=not stay)
+            # Containers made by `run`/`create` outside the stack file come back too, and
+            # start as dockerd's would on its own start (always / unless-stopped).
+            for name in sorted(set(records) - set(self.services)):
+                try:
+                    container = Container.load(self.runtime, self.paths, name)
+                except (SupervisorError, msgspec.MsgspecError, ValueError, OSError) as e:
+                    self.notice(f"{name}: its record cannot be read, left alone: {e}")
+                    continue
+                self._add(container, start=restart.should_start_on_boot(
+                    container.cfg.restart, container.record.stopped_by_user))
             task_status.started()
             await self._shutdown.wait()
             await self.stop_all()

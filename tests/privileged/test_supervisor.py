@@ -349,9 +349,15 @@ stop_grace_period = "0s"
               "/var/log/redis/server.log")
     assert (r.returncode, r.stdout) == (0, "logged\n"), r.stderr
     assert "run-" not in s.ok("ps", "-a")  # --rm removed it
-    r = s.cli("run", "-d", "--name", "bg", str(busybox_rootfs), "sleep", "300")
-    assert (r.returncode, r.stdout) == (0, "bg\n")
+    r = s.cli("run", "-d", "--restart", "always", "--name", "bg", str(busybox_rootfs),
+              "sleep", "300")
+    assert (r.returncode, r.stdout) == (0, "bg\n"), r.stderr
     s.wait_state("bg", "running")
+    assert s.pid is not None
+    os.kill(s.pid, signal.SIGTERM)  # a supervisor restart: `bg` is not in the stack file
+    s.reap()
+    assert s.up().returncode == 0
+    s.wait_state("bg", "running")  # back, and started: restart = always
     r = s.cli("run", "--rm", "-t", str(busybox_rootfs), "sh", "-c", "test -t 1 && echo tty")
     assert r.stdout.replace("\r", "") == "tty\n"
 
@@ -465,3 +471,27 @@ stop_grace_period = "0s"
     assert s.up().returncode == 0
     r = s.cli("run", "--rm", "-i", str(busybox_rootfs), "tr", "a-z", "A-Z", input="typed\n")
     assert (r.returncode, r.stdout) == (0, "TYPED\n"), r.stderr
+
+
+def test_no_supervisor_behind_a_foreground_run(project: ProjectPaths, busybox_rootfs: Path,
+                                               ) -> None:
+    """An in-process `run` holds the project shared: a supervisor (whose leftover scan
+    would kill its container) or an offline `down` is refused meanwhile."""
+    run = subprocess.Popen([sys.executable, "-m", "supervisor", "run", "--rm", "--name", "fg",
+                            str(busybox_rootfs), "sleep", "2"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not (project.run / "lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        r = sv("-p", project.project, "_serve")
+        assert r.returncode == 1
+        assert "has containers running in the foreground (supervise run)" in r.stderr + r.stdout
+        r = sv("-p", project.project, "down")
+        assert r.returncode == 1
+        assert run.wait(timeout=30) == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
