@@ -5,6 +5,10 @@
 
     python3 bench/log_throughput.py [--runs 5] [--only ours,podman,docker,supervisord]
                                     [--big-copies 10] [--tail-runs 30] [--timeout 300]
+                                    [--commit REV]
+
+--commit REV measures that commit's supervisor/ and logging_bus/ (`git archive`, through
+PYTHONPATH for our commands only) instead of the work tree.
 
 The generator, for every tool: `/bin/sh -c "cat /lines"` in the busybox rootfs, where
 /lines holds lines 0000001 .. 1000000, each "NNNNNNN " + 91 "x" + "\\n" (100 bytes).  A
@@ -19,8 +23,12 @@ warm-up round (page cache, the peers' first-use set-up) runs first and is not co
     `writev`), for podman the k8s-file timestamp of the last line (conmon's), for docker the
     json-file `time` of the last line (dockerd's).  supervisord stamps nothing: its end is
     when its log file holds 100,000,000 bytes (polled every 2 ms, as shared/peers did).
-    Shown beside it: `run -d` + `wait` as whole CLI commands (shared/peers' metric), and
+    Shown beside it: `run -d` + `wait` as whole CLI commands (shared/peers' metric), the
+    first line's stamp (so "first -> last line" is the capture alone, without any CLI), and
     for us where the time went, by the supervisor's own events (create, start, die).
+    A second row for us, "supervise (API)", drives the same container from this process:
+    created first (not timed), t0 just before POST /containers/N/start, no CLI start-up;
+    its log is read back with GET logs?raw=1 by the Client (into memory) and verified.
 (b) **Read back to a file**: `supervise logs N > file` as a whole command (wall), against
     `podman logs N > file` and `docker logs N > file`; and each with timestamps (`-t`).
 (c) **`--tail 10` at the API** on the store all this left (≥ 1 GB: a container writes
@@ -28,6 +36,8 @@ warm-up round (page cache, the peers' first-use set-up) runs first and is not co
     --unix-socket` (its `time_total`) and the Client (httpx, in this process, one connection),
     --tail-runs each, for the big container, for the first round's container (its lines lie
     under ≥ 1 GB of others), and for the whole stack; `supervise logs --tail 10` whole too.
+    While the big container writes, a thread pings the API (GET /_ping every 20 ms on a
+    connection of its own): how long the supervisor keeps its API waiting meanwhile.
 (d) **The supervisor's peak RSS**: VmHWM of the supervisor pid (a high-water mark: nothing
     is missed between readings), read after every step, so the table says when it grew.
 
@@ -68,6 +78,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import xmlrpc.client
 from collections.abc import Callable
@@ -258,6 +269,40 @@ class Tool:
 
 # ============================================================================ ours
 
+class Pinger(threading.Thread):
+    """GET /_ping every `interval` s from a thread of this process, on a connection of its
+    own: how long the supervisor keeps the API waiting while it stores a flood."""
+
+    def __init__(self, sock: str, interval: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.sock, self.interval = sock, interval
+        self.ms: list[float] = []
+        self.done = threading.Event()
+        self.error = ""
+
+    def run(self) -> None:
+        client = Client(self.sock, timeout=60)
+        try:
+            while not self.done.is_set():
+                t = time.perf_counter()
+                client.get("/_ping")
+                self.ms.append((time.perf_counter() - t) * 1e3)
+                self.done.wait(self.interval)
+        except Exception as e:  # reported, not fatal
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            client.close()
+
+    def stop(self) -> dict[str, Any]:
+        self.done.set()
+        self.join(timeout=70)
+        s = benchlib.summary(self.ms)
+        if s["n"]:
+            s["p99"] = sorted(self.ms)[min(len(self.ms) - 1, int(0.99 * len(self.ms)))]
+            s["over_50ms"] = sum(1 for x in self.ms if x > 50)
+        return {"summary": s, "error": self.error}
+
+
 class Ours(Tool):
     name = "supervise (CLI)"
 
@@ -407,6 +452,8 @@ class Ours(Tool):
         name = "lt-big"
         self.names.append(name)
         command = ["/bin/sh", "-c", "cat" + " /lines" * copies]
+        pinger = Pinger(str(self.sv.run_dir / self.project / "api.sock"))
+        pinger.start()
         cpu0 = benchlib.cpu_seconds(self.pid)
         t0 = time.time()
         p0 = time.perf_counter()
@@ -414,6 +461,7 @@ class Ours(Tool):
         self.sv.cli("wait", name, timeout=self.args.timeout)
         p1 = time.perf_counter()
         cpu = benchlib.cpu_seconds(self.pid) - cpu0
+        ping = pinger.stop()
         last = self._last_record(name)
         self.note_memory(f"{name}: {copies} × 100 MB stored")
         argv = self.sv.argv("logs", name)
@@ -432,7 +480,7 @@ class Ours(Tool):
                 read_cpu, "readback_verify": check,
                 "store_bytes": sum(f.stat().st_size for f in files),
                 "store_segments": sum(1 for f in files if f.suffix == ".seg"),
-                "store_lines": last["seq"]}
+                "store_lines": last["seq"], "ping_during_capture_ms": ping}
 
     def tails(self, runs: int) -> dict[str, Any]:
         sock = str(self.sv.run_dir / self.project / "api.sock")
@@ -972,22 +1020,28 @@ def report(tools: list[Tool], ours: Ours | None, big: dict[str, Any] | None,
     rows = []
     for t in tools:
         if t.skipped:
-            rows.append([t.name, "–", "–", "–", "–", "–", "–", "–", "skipped: " + t.skipped])
+            rows.append([t.name, "–", "–", "–", "–", "–", "–", "–", "–",
+                         "skipped: " + t.skipped])
             continue
         s = benchlib.summary([r["start_to_stored_s"] for r in t.runs])
         if not s["n"]:
-            rows.append([t.name, "0", "–", "–", "–", "–", "–", "–", "no run"])
+            rows.append([t.name, "0", "–", "–", "–", "–", "–", "–", "–", "no run"])
             continue
         ratio = f"{s['median'] / podman_a:.2f}×" if podman_a else "–"
         rw = med(t, "run_d_plus_wait_s")
         first = med(t, "first_line_stored_s")
+        spans = [r["start_to_stored_s"] - r["first_line_stored_s"] for r in t.runs
+                 if "first_line_stored_s" in r]
+        span = benchlib.summary(spans)["median"] if spans else None
         vkey = (lambda r: r["verify"]) if t.name == "supervisord" else \
             (lambda r: r["readback"]["verify"])
         rows.append([t.name, str(s["n"]), f3(s["min"]), f3(s["median"]), f3(s["max"]),
-                     ratio, f3(first), f3(rw) if rw else "–", verified(t.runs, vkey)])
+                     ratio, f3(first), f3(span), f3(rw) if rw else "–",
+                     verified(t.runs, vkey)])
     table(["tool", "n", "min", "median", "max", "× podman", "1st line stored (med)",
-           "run -d + wait (med)", "verified (all 1M lines, once, in order)"], rows,
-          [False, True, True, True, True, True, True, True, False])
+           "1st -> last line (med)", "run -d + wait (med)",
+           "verified (all 1M lines, once, in order)"], rows,
+          [False, True, True, True, True, True, True, True, True, False])
     verdict: dict[str, Any] = {}
     if ours is not None and ours.runs:
         a = med(ours, "start_to_stored_s")
@@ -1053,6 +1107,11 @@ def report(tools: list[Tool], ours: Ours | None, big: dict[str, Any] | None,
             f"; `supervise logs lt-big > file` {f3(big['readback_s'])} s (supervisor CPU "
             f"{f3(big['readback_supervisor_cpu_s'])} s), verified: "
             f"{'ok' if big['readback_verify']['ok'] else big['readback_verify']}")
+        p = big["ping_during_capture_ms"]["summary"]
+        if p.get("n"):
+            out(f"GET /_ping every 20 ms during lt-big's run -d .. wait (ms): n {p['n']}, "
+                f"median {f2(p['median'])}, p99 {f2(p['p99'])}, max {f2(p['max'])}, "
+                f"{p['over_50ms']} over 50 ms")
     if tails is not None:
         out("\n(c) --tail 10 at the API (ms)")
         rows = []

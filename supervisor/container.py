@@ -25,6 +25,7 @@ from supervisor import config, fdio
 from supervisor.capabilities import CAPABILITIES, effective_set
 from supervisor.errors import ContainerError, SupervisorError
 from supervisor.linux.cgroups import Cgroup, Limits, Stats
+from supervisor.linux.init import MASKED_PATHS, READONLY_PATHS
 from supervisor.paths import ProjectPaths
 from supervisor.protocol import ContainerRecord, MountRecord
 from supervisor.rootfs import HOST_IMAGE, host_base_layer
@@ -33,12 +34,6 @@ from supervisor.units import ULIMITS
 from supervisor.volumes import Volumes, remove_tree
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# moby's oci/defaults.go
-MASKED_PATHS = ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
-                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-                "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
-                "/sys/devices/virtual/powercap"]
-READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 TINI_CANDIDATES = ("/usr/bin/tini-static", "/usr/bin/docker-init")
 
 

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -94,10 +95,14 @@ class ForkServer:
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # Warm PID 1s mount a tmpfs of their own here, each in its private mount namespace:
+        # the host sees an empty folder, removed with the server.
+        self.staging = tempfile.mkdtemp(prefix="supervise-staging-")
         try:
             # -I -S: no site, no user paths; init.py imports only the standard library.
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(INIT_PATH), str(theirs.fileno())],
+                [sys.executable, "-I", "-S", str(INIT_PATH), str(theirs.fileno()),
+                 self.staging],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True,
             )
         finally:
@@ -149,6 +154,8 @@ class ForkServer:
         if warm:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(warm, 0)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.staging)
 
 
 class Runtime:

@@ -61,6 +61,7 @@ MS_REMOUNT = 32
 MS_NOATIME = 1024
 MS_NODIRATIME = 2048
 MS_BIND = 4096
+MS_MOVE = 8192
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_STRICTATIME = 1 << 24
@@ -83,6 +84,15 @@ _SYSCALLS = {
     "aarch64": {"clone": 220, "pivot_root": 41, "mount_setattr": 442},
 }[os.uname().machine]
 CLONE_PARENT = 0x00008000
+
+# moby's oci/defaults.go (the supervisor sends these; a warm PID 1 applies them ahead)
+MASKED_PATHS = ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+                "/sys/devices/virtual/powercap"]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+STAGED = ("proc", "sys", "dev")
+DEFAULT_SHM = 64 << 20
 
 # Exit codes as Docker's: 125 supervise failed, 126 not executable, 127 not found.
 EXIT_SETUP = 125
@@ -256,22 +266,56 @@ def mask_paths(root: str, masked: list[str], readonly: list[str]) -> None:
             make_readonly(dst, MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-def build_root(spec: dict[str, Any]) -> None:
+def kernel_mounts(root: str, shm_size: int | None, masked: list[str],
+                  readonly: list[str]) -> None:
+    """/proc, /sys and /dev under `root`, with Docker's masked and read-only paths."""
+    proc = root + "/proc"
+    _make_target(proc, True)
+    mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    setup_dev(root, shm_size)
+    sys_dir = root + "/sys"
+    _make_target(sys_dir, True)
+    mount("sysfs", sys_dir, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    mask_paths(root, masked, readonly)
+
+
+def prestage() -> bool:
+    """A warm PID 1's work before it has a spec: a private mount namespace, /proc, /sys and
+    /dev (it is already PID 1 of its pid namespace and alone in its network namespace) made
+    under the staging folder, and loopback up.  On a request they are moved into the root
+    (MS_MOVE): ~1.5 ms less on the start path.  False: do everything the usual way."""
+    try:
+        mount(None, "/", None, MS_REC | MS_PRIVATE)  # / is shared on systemd hosts
+        os.setsid()
+        mount("tmpfs", _STAGING, "tmpfs", MS_NOSUID, "mode=700,size=64k")
+        kernel_mounts(_STAGING, DEFAULT_SHM, MASKED_PATHS, READONLY_PATHS)
+        loopback_up()
+    except (SetupError, OSError):
+        return False
+    return True
+
+
+def build_root(spec: dict[str, Any], staged: bool = False) -> None:
     """Overlay rootfs, volumes, /proc, /dev, /sys; pivot into it."""
     root = spec["merged"]
-    mount(None, "/", None, MS_REC | MS_PRIVATE)  # / is shared on systemd hosts
+    if not staged:
+        mount(None, "/", None, MS_REC | MS_PRIVATE)  # / is shared on systemd hosts
     lower = ":".join(spec["lower"])
     # nodev: a device node on the rootfs or a volume never opens a device (only /dev's do)
     mount("overlay", root, "overlay", MS_NODEV,
           f"lowerdir={lower},upperdir={spec['upper']},workdir={spec['work']}")
     do_mounts(root, spec["mounts"])
-    proc = root + "/proc"
-    _make_target(proc, True)
-    mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    setup_dev(root, spec.get("shm_size"))
-    sys_dir = root + "/sys"
-    _make_target(sys_dir, True)
-    mount("sysfs", sys_dir, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if staged:
+        for name in STAGED:
+            _make_target(f"{root}/{name}", True)
+            mount(f"{_STAGING}/{name}", f"{root}/{name}", None, MS_MOVE)
+        shm = spec.get("shm_size") or DEFAULT_SHM
+        if shm != DEFAULT_SHM:
+            mount(None, root + "/dev/shm", None,
+                  MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC, f"mode=1777,size={shm}")
+    else:
+        kernel_mounts(root, spec.get("shm_size"), spec.get("masked", []),
+                      spec.get("readonly_paths", []))
     init = spec.get("init_binary")
     if init:
         _make_target(root + "/dev/init", False)
@@ -279,7 +323,6 @@ def build_root(spec: dict[str, Any]) -> None:
         make_readonly(root + "/dev/init", MS_NOSUID | MS_NODEV)
     cwd = spec.get("cwd") or "/"
     _mkdirs(secure_join(root, cwd))  # Docker creates a missing working_dir
-    mask_paths(root, spec.get("masked", []), spec.get("readonly_paths", []))
     os.chdir(root)
     _check(libc.syscall(_SYSCALLS["pivot_root"], b".", b"."), "pivot_root")
     _check(libc.umount2(b".", MNT_DETACH), "umount old root")
@@ -426,7 +469,7 @@ def _fail(status: int, err: BaseException) -> NoReturn:
         os._exit(code)
 
 
-def container_main(spec: dict[str, Any], fds: list[int]) -> NoReturn:
+def container_main(spec: dict[str, Any], fds: list[int], staged: bool = False) -> NoReturn:
     """PID 1 of a new container, until exec."""
     status = fds[3]
     try:
@@ -435,12 +478,14 @@ def container_main(spec: dict[str, Any], fds: list[int]) -> NoReturn:
             if os.read(fds[4], 1) != b"g":
                 os._exit(EXIT_SETUP)
             os.close(fds[4])
-        os.setsid()
-        build_root(spec)
+        if not staged:
+            os.setsid()
+        build_root(spec, staged)
         hostname = spec.get("hostname")
         if hostname:
             _check(libc.sethostname(hostname.encode(), len(hostname.encode())), "sethostname")
-        loopback_up()
+        if not staged:
+            loopback_up()
         become_process(spec, fds[:3], status)
     except BaseException as e:
         _fail(status, e)
@@ -526,7 +571,7 @@ def _clone(namespaces: int) -> int:
     return pid
 
 
-def start_container(req: dict[str, Any], fds: list[int]) -> NoReturn:
+def start_container(req: dict[str, Any], fds: list[int], staged: bool = False) -> NoReturn:
     """In the new PID 1: cgroups, the cgroup namespace, then the container."""
     try:
         # The cgroup namespace's root is the cgroup at unshare time: join first.
@@ -535,7 +580,7 @@ def start_container(req: dict[str, Any], fds: list[int]) -> NoReturn:
             _check(libc.unshare(CLONE_NEWCGROUP), "unshare cgroup namespace")
     except BaseException as e:
         _fail(fds[3], e)
-    container_main(req, fds)
+    container_main(req, fds, staged)
 
 
 def clone_container(req: dict[str, Any], fds: list[int]) -> dict[str, Any]:
@@ -576,8 +621,10 @@ class Warm:
 
     def take(self, req: dict[str, Any], fds: list[int]) -> int | None:
         """Hands the request to the warm PID 1; None if there is none for these flags."""
-        if self.sock is None or req.get("namespaces", ALL_NAMESPACES) != ALL_NAMESPACES:
-            return None
+        if self.sock is None or req.get("namespaces", ALL_NAMESPACES) != ALL_NAMESPACES \
+                or req.get("masked") != MASKED_PATHS \
+                or req.get("readonly_paths") != READONLY_PATHS:
+            return None  # not what the warm PID 1 prepared: a fresh clone
         sock, pid = self.sock, self.pid
         self.sock, self.pid = None, 0
         try:
@@ -592,15 +639,17 @@ class Warm:
 
 
 def _warm_main(sock: socket.socket) -> NoReturn:
-    """The warm PID 1: waits for one request; EOF (the server ended) means exit."""
+    """The warm PID 1: stages what it can, waits for one request; EOF (the server ended)
+    means exit."""
     try:
+        staged = bool(_STAGING) and prestage()
         msg, fds = _recv(sock)
         sock.close()
     except BaseException:
         os._exit(EXIT_SETUP)
     if not msg:
         os._exit(0)
-    start_container(marshal.loads(msg), fds)
+    start_container(marshal.loads(msg), fds, staged)
 
 
 def handle(req: dict[str, Any], fds: list[int], warm: Warm) -> dict[str, Any]:
@@ -659,9 +708,11 @@ def serve(sock_fd: int) -> None:
 
 
 _NON_DEFAULT_SIGNALS: list[int] = []
+_STAGING = ""  # an empty folder on which warm PID 1s mount their own tmpfs, each in its ns
 
 if __name__ == "__main__":
     # SIGINT goes to the whole foreground process group on Ctrl-C; the supervisor decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _NON_DEFAULT_SIGNALS = _non_default_signals()
+    _STAGING = sys.argv[2] if len(sys.argv) > 2 else ""
     serve(int(sys.argv[1]))
