@@ -258,6 +258,9 @@ class Service:
             self.output.append(self.name, stream, data)
             if self.attachers:
                 self._to_attachers((stream, data, None))
+            # A writer that keeps the pipe full would never let read_chunks wait, and so
+            # never let another task run: the API stalled for 100s of ms (log benchmark).
+            await trio.lowlevel.checkpoint()
         self.output.flush(self.name, stream)  # a last line without a newline
         if fd == self.stdin_fd:  # a pty master, just closed: no write may reach its number
             self.stdin_fd = None
