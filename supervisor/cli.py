@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from supervisor.errors import ConfigError, ContainerError, SupervisorError, UsageError
+from supervisor.errors import ApiError, ConfigError, ContainerError, SupervisorError, UsageError
 
 if TYPE_CHECKING:
     from supervisor.paths import ProjectPaths
@@ -168,7 +168,13 @@ def _run_in_supervisor(args: argparse.Namespace, paths: ProjectPaths, name: str,
     client = client_for(paths, timeout=None)  # type: ignore[arg-type]
     client.post("/containers/create", raw, name=name)
     if args.detach:
-        client.post(f"/containers/{name}/start")
+        try:
+            client.post(f"/containers/{name}/start")
+        except ApiError as e:  # Docker's exit codes: 127 not found, 126 not executable...
+            state = client.get(f"/containers/{name}/json")["state"]
+            if args.rm:
+                client.delete(f"/containers/{name}", force=1, v=1)
+            raise SupervisorError(str(e), exit_code=state.get("exit_code") or 125) from None
         print(name)
         return 0
     try:

@@ -358,6 +358,10 @@ stop_grace_period = "0s"
     s.reap()
     assert s.up().returncode == 0
     s.wait_state("bg", "running")  # back, and started: restart = always
+    r = s.cli("run", "-d", "--rm", str(busybox_rootfs), "no-such-command")
+    assert r.returncode == 127 and "executable file not found" in r.stderr
+    r = s.cli("run", "--rm", str(busybox_rootfs), "no-such-command")
+    assert r.returncode == 127 and "executable file not found" in r.stderr
     r = s.cli("run", "--rm", "-t", str(busybox_rootfs), "sh", "-c", "test -t 1 && echo tty")
     assert r.stdout.replace("\r", "") == "tty\n"
 
