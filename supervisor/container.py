@@ -64,7 +64,8 @@ def list_records(paths: ProjectPaths) -> list[ContainerRecord]:
 
 
 def resolve_mounts(cfg: config.Container, volumes: Volumes,
-                   peers: Mapping[str, ContainerRecord]) -> list[MountRecord]:
+                   peers: Mapping[str, ContainerRecord],
+                   anonymous: Mapping[str, str] | None = None) -> list[MountRecord]:
     """The container's own volumes, then `volumes_from` (own targets win), then tmpfs."""
     own: list[MountRecord] = []
     for v in cfg.volumes:
@@ -78,7 +79,12 @@ def resolve_mounts(cfg: config.Container, volumes: Volumes,
             own.append(MountRecord(type="volume", source=str(volumes.ensure(v.source)),
                                    target=v.target, read_only=v.read_only, name=v.source))
         else:
-            name, data = volumes.new_anonymous()
+            # A recreated container keeps its anonymous volume at the same path (Compose).
+            reused = (anonymous or {}).get(v.target)
+            if reused is not None:
+                name, data = reused, volumes.ensure(reused)
+            else:
+                name, data = volumes.new_anonymous()
             own.append(MountRecord(type="volume", source=str(data), target=v.target,
                                    read_only=v.read_only, name=name, anonymous=True))
     targets = {m.target for m in own}
@@ -139,7 +145,8 @@ class Container:
 
     @classmethod
     def create(cls, runtime: Runtime, paths: ProjectPaths, cfg: config.Container,
-               peers: Mapping[str, ContainerRecord] | None = None) -> Container:
+               peers: Mapping[str, ContainerRecord] | None = None,
+               anonymous: Mapping[str, str] | None = None) -> Container:
         d = paths.container(cfg.name)
         if (d / "record.json").exists():
             raise ContainerError(
@@ -155,7 +162,7 @@ class Container:
         try:
             for sub in ("upper", "work", "merged"):
                 (d / sub).mkdir(parents=True, exist_ok=True)
-            mounts = resolve_mounts(cfg, Volumes(paths), peers or {})
+            mounts = resolve_mounts(cfg, Volumes(paths), peers or {}, anonymous)
         except OSError as e:
             remove_tree(d)
             raise ContainerError(cfg.name, f"create: {e.strerror}: {e.filename}") from e
@@ -246,6 +253,10 @@ class Container:
                 mounts.append({"type": "bind", "source": m.source, "target": m.target,
                                "read_only": m.read_only})
         return lower, mounts
+
+    def anonymous_volumes(self) -> dict[str, str]:
+        """target -> volume name, for a replacement to keep them."""
+        return {m.target: m.name for m in self.record.mounts if m.anonymous and m.name}
 
     def log_dirs(self) -> list[tuple[Path, Path, str, str]]:
         """(volume's host folder, host directory, container directory, file pattern) for

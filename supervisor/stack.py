@@ -124,15 +124,19 @@ class Stack:
 
     def _container_for(self, cfg: config.Container,
                        records: dict[str, ContainerRecord]) -> Container:
-        """Reuses the container when its config is unchanged, else recreates it."""
+        """Reuses the container when its config is unchanged, else recreates it (keeping
+        its anonymous volumes, as Compose does)."""
+        anonymous: dict[str, str] = {}
         if cfg.name in records:
             old = Container.load(self.runtime, self.paths, cfg.name)
             if not plan.changed(old.cfg, cfg):
                 return old
+            anonymous = old.anonymous_volumes()
             old.remove(volumes=False)
             self.events.publish("destroy", cfg.name, reason="config changed")
             self.notice(f"{cfg.name}: configuration changed, recreating")
-        container = Container.create(self.runtime, self.paths, cfg, self._records())
+        container = Container.create(self.runtime, self.paths, cfg, self._records(),
+                                     anonymous)
         self.events.publish("create", cfg.name)
         return container
 
@@ -298,14 +302,22 @@ class Stack:
                     if not old.want_running and not old.container.record.stopped_by_user:
                         old.start()
                     continue
+                anonymous: dict[str, str] = {}
                 if old is not None:
                     await old.stop(by_user=False)
+                    anonymous = old.container.anonymous_volumes()
                     old.container.remove(volumes=False)
                     old.scope.cancel()
                     del self.services[name]
                     self.events.publish("destroy", name, reason="config changed")
                     records.pop(name, None)
                 changed.append(name)
-                self._add(self._container_for(cfg, records))
+                if old is None:
+                    self._add(self._container_for(cfg, records))
+                    continue
+                container = Container.create(self.runtime, self.paths, cfg, self._records(),
+                                             anonymous)
+                self.events.publish("create", name)
+                self._add(container)
         self.config = new
         return changed

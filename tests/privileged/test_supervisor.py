@@ -373,6 +373,7 @@ def test_up_again_recreates_only_what_changed(stack: list[Supervised], project: 
 rootfs = "ROOTFS"
 command = ["sleep", "300"]
 stop_grace_period = "0s"
+volumes = ["/data"]
 
 [containers.b]
 rootfs = "ROOTFS"
@@ -383,15 +384,17 @@ stop_grace_period = "0s"
     assert s.up().returncode == 0
     pid_a = s.wait_state("a", "running")["pid"]
     s.wait_state("b", "running")
+    s.ok("exec", "a", "sh", "-c", "echo kept > /data/f")
     s.file.write_text(s.file.read_text().replace('["sleep", "300"]\nstop_grace_period = "0s"'
-                                                 '\n\n[containers.b]',
+                                                 '\nvolumes',
                                                  '["sleep", "301"]\nstop_grace_period = "0s"'
-                                                 '\n\n[containers.b]'))
+                                                 '\nvolumes'))
     pid_b = s.state("b")["pid"]
     r = s.up()
     assert r.returncode == 0 and r.stdout.strip() == "✔ Container a  Recreated"
     assert s.wait_state("a", "running")["pid"] != pid_a
     assert s.state("b")["pid"] == pid_b
+    assert s.ok("exec", "a", "cat", "/data/f") == "kept\n"  # its anonymous volume was kept
 
 
 def test_no_supervisor_is_a_one_line_hint(project: ProjectPaths) -> None:
