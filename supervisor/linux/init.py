@@ -715,4 +715,12 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _NON_DEFAULT_SIGNALS = _non_default_signals()
     _STAGING = sys.argv[2] if len(sys.argv) > 2 else ""
-    serve(int(sys.argv[1]))
+    try:
+        serve(int(sys.argv[1]))
+    finally:
+        # Also when the supervisor was killed (EOF here, its own cleanup never ran).
+        if _STAGING:
+            try:
+                os.rmdir(_STAGING)
+            except OSError:
+                pass
