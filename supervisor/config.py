@@ -231,10 +231,25 @@ class Container(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         return deps
 
 
+def read_fsync(value: object, ctx: Ctx) -> str:
+    if value not in ("1s", "always", "never"):
+        raise Invalid(f"expected '1s', 'always' or 'never', got {show(value)}")
+    return str(value)
+
+
+class StackLogs(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[stack.logs]``: the log store's durability and retention (conventions.md, Logs)."""
+
+    fsync: Annotated[str, Field(read_fsync)] = "1s"
+    max_size: Annotated[int | None, Field(read_positive_size, format_size)] = None
+    max_age: Annotated[float | None, Field(via(parse_duration), format_duration)] = None
+
+
 class StackSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The ``[stack]`` table."""
 
     name: Annotated[str | None, Field(read_project)] = None
+    logs: Annotated[StackLogs, table_field(StackLogs)] = StackLogs()
 
 
 class Stack(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

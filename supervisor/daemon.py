@@ -36,7 +36,8 @@ async def supervise(stack_cfg: config.Stack, paths: ProjectPaths, *,
                     task_status: trio.TaskStatus[Stack] = trio.TASK_STATUS_IGNORED) -> int:
     """Runs the project until shut down; returns the process's exit code.  With a
     `printer` (foreground `up`), the stack's output is printed from the log store."""
-    with project_lock(paths), Runtime() as runtime, _open_store(paths, notice) as store:
+    with project_lock(paths), Runtime() as runtime, \
+            _open_store(paths, stack_cfg.stack.logs, notice) as store:
         events = EventBus()
         stack = Stack(stack_cfg, paths, runtime, store, events, notice)
         api = Api(stack)
@@ -62,10 +63,12 @@ async def supervise(stack_cfg: config.Stack, paths: ProjectPaths, *,
 
 
 @contextlib.contextmanager
-def _open_store(paths: ProjectPaths, notice: Callable[[str], None]) -> Iterator[LogStore]:
+def _open_store(paths: ProjectPaths, settings: config.StackLogs,
+                notice: Callable[[str], None]) -> Iterator[LogStore]:
     """The project's log store; what opening it repaired is said, not fatal."""
     try:
-        store = LogStore.open(paths.logs)
+        store = LogStore.open(paths.logs, fsync=settings.fsync, retain_bytes=settings.max_size,
+                              retain_seconds=settings.max_age)
     except LogBusError as e:
         raise StackError(f"log store {paths.logs}: {e}") from e
     for line in store.notices:
