@@ -71,22 +71,12 @@ def make_workdir(prefix: str) -> Path:
 
 
 def build_busybox_rootfs(root: Path) -> None:
-    """busybox-static plus applet symlinks, merged-/usr style: the same tree as
-    tests/conftest.py's `_build_busybox_rootfs` (copied: that module needs pytest)."""
-    for d in ("bin", "usr", "etc", "tmp", "root", "proc", "dev", "sys", "var/log"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(BUSYBOX, root / "bin/busybox")
-    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True,
-                             check=True).stdout.split()
-    for applet in applets:
-        if applet != "busybox":
-            os.symlink("busybox", root / "bin" / applet)
-    for name in ("sbin", "lib", "lib64"):
-        os.symlink(f"usr/{name}" if name != "sbin" else "bin", root / name)
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
-                                     "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
-    (root / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
-    os.chmod(root / "tmp", 0o1777)
+    """The tests' busybox tree (tests/rootfs.py), so benchmarks and tests run the same."""
+    if str(REPO_DIR) not in sys.path:
+        sys.path.insert(0, str(REPO_DIR))
+    from tests.rootfs import build_busybox_rootfs as build
+
+    build(root)
 
 
 # -- statistics and output ------------------------------------------------------------------

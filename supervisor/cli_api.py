@@ -14,7 +14,7 @@ import tarfile
 import termios
 import time
 import tty as ttymod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -118,18 +118,24 @@ def reachable(paths: ProjectPaths, *, strict: bool = True) -> bool:
     return True
 
 
-def _each(args: argparse.Namespace, action: str, **query: Any) -> int:
-    """Applies one POST to every named container, as `docker stop a b c` does."""
-    client = connect(args)
+def _for_each(names: list[str], request: Callable[[str], object]) -> int:
+    """One request per named container, as `docker stop a b c`: each name printed when it
+    worked, each failure one line; exit 1 if any failed."""
     failed = 0
-    for name in args.names:
+    for name in names:
         try:
-            client.post(f"/containers/{name}/{action}", **query)
+            request(name)
             print(name)
         except ApiError as e:
             print(f"Error response from supervisor: {e}", file=sys.stderr)
             failed = 1
     return failed
+
+
+def _each(args: argparse.Namespace, action: str, **query: Any) -> int:
+    client = connect(args)
+    return _for_each(args.names,
+                     lambda name: client.post(f"/containers/{name}/{action}", **query))
 
 
 # -- verbs ----------------------------------------------------------------------------------
@@ -207,15 +213,8 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def cmd_rm_api(args: argparse.Namespace, client: Client) -> int:
-    failed = 0
-    for name in args.names:
-        try:
-            client.delete(f"/containers/{name}", force=int(args.force), v=int(args.volumes))
-            print(name)
-        except ApiError as e:
-            print(f"Error response from supervisor: {e}", file=sys.stderr)
-            failed = 1
-    return failed
+    return _for_each(args.names, lambda name: client.delete(
+        f"/containers/{name}", force=int(args.force), v=int(args.volumes)))
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -250,22 +249,20 @@ def cmd_update(args: argparse.Namespace) -> int:
     for flag, key in (("memory", "mem_limit"), ("memory_swap", "memswap_limit"),
                       ("cpus", "cpus"), ("pids_limit", "pids_limit"), ("restart", "restart")):
         value = getattr(args, flag)
-        if value is not None:
+        if value is None:
+            continue
+        try:
             body[key] = float(value) if key == "cpus" else (
                 int(value) if key == "pids_limit" else value)
+        except ValueError:
+            raise UsageError(f"supervise update: --{flag.replace('_', '-')}: expected a "
+                             f"number, got {value!r}") from None
     if not body:
         raise UsageError("supervise update: expected at least one of --memory, --memory-swap, "
                          "--cpus, --pids-limit, --restart")
     client = connect(args)
-    failed = 0
-    for name in args.names:
-        try:
-            client.post(f"/containers/{name}/update", body)
-            print(name)
-        except ApiError as e:
-            print(f"Error response from supervisor: {e}", file=sys.stderr)
-            failed = 1
-    return failed
+    return _for_each(args.names,
+                     lambda name: client.post(f"/containers/{name}/update", body))
 
 
 def cmd_stats(args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from supervisor.paths import ProjectPaths
 from tests.leakguard import Snapshot
+from tests.privileged.supervised import Supervised
 
 
 def require_root() -> None:
@@ -29,3 +31,12 @@ def leak_guard() -> Iterator[None]:
             break
         time.sleep(0.05)
     assert not leaks, "the test leaked: " + "; ".join(leaks)
+
+
+@pytest.fixture
+def stack(project: ProjectPaths) -> Iterator[list[Supervised]]:
+    """A list to append Supervised stacks to; every one is brought down at the end."""
+    made: list[Supervised] = []
+    yield made
+    for s in made:
+        s.down("-v")

@@ -121,3 +121,14 @@ class Supervised:
                     break
             time.sleep(0.02)
         self.pid = None
+
+
+def make_stack(made: list[Supervised], project: ProjectPaths, folder: Path, toml: str,
+               rootfs: Path, *, up: bool = False) -> Supervised:
+    """A Supervised for `toml` (ROOTFS replaced by the busybox rootfs), brought down at the
+    end of the test by the `stack` fixture; started at once with `up`."""
+    s = Supervised(project, folder, toml.replace("ROOTFS", str(rootfs)))
+    made.append(s)
+    if up:
+        assert s.up().returncode == 0
+    return s

@@ -9,35 +9,21 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from supervisor.paths import ProjectPaths
-from tests.privileged.supervised import Supervised
-
-
-@pytest.fixture
-def made(project: ProjectPaths) -> Iterator[list[Supervised]]:
-    stacks: list[Supervised] = []
-    yield stacks
-    for s in stacks:
-        s.down("-v")
+from tests.privileged.supervised import Supervised, make_stack
 
 
 def start(made: list[Supervised], project: ProjectPaths, tmp_path: Path, toml: str,
           rootfs: Path) -> Supervised:
-    s = Supervised(project, tmp_path, toml.replace("ROOTFS", str(rootfs)))
-    made.append(s)
-    assert s.up().returncode == 0
-    return s
+    return make_stack(made, project, tmp_path, toml, rootfs, up=True)
 
 
-def test_a_million_lines_stored_in_order_once(made: list[Supervised], project: ProjectPaths,
+def test_a_million_lines_stored_in_order_once(stack: list[Supervised], project: ProjectPaths,
                                               tmp_path: Path, busybox_rootfs: Path) -> None:
     """Point 1: 1,000,000 numbered lines from a container that exits at once."""
-    s = start(made, project, tmp_path, """
+    s = start(stack, project, tmp_path, """
 [containers.counter]
 rootfs = "ROOTFS"
 command = ["seq", "1", "1000000"]
@@ -50,7 +36,7 @@ command = ["seq", "1", "1000000"]
     assert lines[:-1] == [str(i) for i in range(1, 1_000_001)]
 
 
-def test_ten_concurrent_writers_every_line_once(made: list[Supervised],
+def test_ten_concurrent_writers_every_line_once(stack: list[Supervised],
                                                 project: ProjectPaths, tmp_path: Path,
                                                 busybox_rootfs: Path) -> None:
     toml = "".join(f"""
@@ -58,7 +44,7 @@ def test_ten_concurrent_writers_every_line_once(made: list[Supervised],
 rootfs = "ROOTFS"
 command = ["sh", "-c", "seq 1 20000 | sed 's/^/w{i} /'"]
 """ for i in range(10))
-    s = start(made, project, tmp_path, toml, busybox_rootfs)
+    s = start(stack, project, tmp_path, toml, busybox_rootfs)
     for i in range(10):
         s.wait_state(f"w{i}", "exited", timeout=60)
     r = s.cli("logs", "--json", timeout=120)
@@ -70,9 +56,9 @@ command = ["sh", "-c", "seq 1 20000 | sed 's/^/w{i} /'"]
         assert mine == [f"w{i} {n}" for n in range(1, 20001)]
 
 
-def test_logs_queries(made: list[Supervised], project: ProjectPaths, tmp_path: Path,
+def test_logs_queries(stack: list[Supervised], project: ProjectPaths, tmp_path: Path,
                       busybox_rootfs: Path) -> None:
-    s = start(made, project, tmp_path, """
+    s = start(stack, project, tmp_path, """
 [containers.a]
 rootfs = "ROOTFS"
 command = ["sh", "-c", "echo a1; sleep 0.05; echo a-err >&2; sleep 0.3; echo a2; printf tail-no-newline"]
@@ -103,12 +89,12 @@ command = ["sh", "-c", "sleep 0.1; echo b1; echo b2"]
     assert s.ok("logs", "bb") == "b1\nb2\n"
 
 
-def test_follow_history_then_live_across_a_restart(made: list[Supervised],
+def test_follow_history_then_live_across_a_restart(stack: list[Supervised],
                                                    project: ProjectPaths, tmp_path: Path,
                                                    busybox_rootfs: Path) -> None:
     """Point 3: -f started mid-stream: history then live, no gap, no duplicate, across a
     restart of the followed container."""
-    s = start(made, project, tmp_path, """
+    s = start(stack, project, tmp_path, """
 [containers.tick]
 rootfs = "ROOTFS"
 command = ["sh", "-c", "r=$$(cut -c1-8 /proc/sys/kernel/random/uuid); i=0; while [ $$i -lt 15 ]; do i=$$((i+1)); echo run-$$r-$$i; sleep 0.05; done"]
@@ -152,11 +138,11 @@ command = ["sh", "-c", "echo first; echo second"]
                    capture_output=True, timeout=60)
 
 
-def test_log_files_in_volumes_are_tailed(made: list[Supervised], project: ProjectPaths,
+def test_log_files_in_volumes_are_tailed(stack: list[Supervised], project: ProjectPaths,
                                          tmp_path: Path, busybox_rootfs: Path) -> None:
     """Sources: a log file inside a volume, read through `volumes_from` by another
     container's declaration too; rotation by rename keeps every line once."""
-    s = start(made, project, tmp_path, """
+    s = start(stack, project, tmp_path, """
 [containers.app]
 rootfs = "ROOTFS"
 command = ["sh", "-c", "for i in 1 2 3; do echo app-$$i >> /var/log/app/app.log; sleep 0.1; done; mv /var/log/app/app.log /var/log/app/app.log.1; for i in 4 5; do echo app-$$i >> /var/log/app/app.log; sleep 0.1; done; exec sleep 300"]
@@ -194,13 +180,13 @@ logs = {{ files = ["/var/log/app/*.log"] }}
     assert "Traceback" not in r.stderr
 
 
-def test_kill_9_mid_write_loses_no_line_a_reader_saw(made: list[Supervised],
+def test_kill_9_mid_write_loses_no_line_a_reader_saw(stack: list[Supervised],
                                                      project: ProjectPaths, tmp_path: Path,
                                                      busybox_rootfs: Path) -> None:
     """Point 4: kill -9 of the supervisor while a container writes fast; the next supervisor
     reopens the store (trimming a partial tail) and every line a follower had seen is
     there, in order, with no hole before it."""
-    s = start(made, project, tmp_path, """
+    s = start(stack, project, tmp_path, """
 [containers.fast]
 rootfs = "ROOTFS"
 command = ["seq", "1", "50000000"]
@@ -226,12 +212,12 @@ stop_grace_period = "0s"
     assert complete == [str(i) for i in range(1, len(complete) + 1)]  # no hole, no repeat
 
 
-def test_log_files_never_follow_the_containers_symlinks(made: list[Supervised],
+def test_log_files_never_follow_the_containers_symlinks(stack: list[Supervised],
                                                         project: ProjectPaths, tmp_path: Path,
                                                         busybox_rootfs: Path) -> None:
     secret = tmp_path / "host-secret"
     secret.write_text("do not copy me\n")
-    s = start(made, project, tmp_path, f"""
+    s = start(stack, project, tmp_path, f"""
 [containers.sly]
 rootfs = "ROOTFS"
 command = ["sh", "-c", "ln -s {secret} /var/log/app/evil.log; mkfifo /var/log/app/fifo.log; mkdir -p /var/log/app/sub; echo ok > /var/log/app/real.log; exec sleep 300"]

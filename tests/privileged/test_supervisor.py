@@ -11,29 +11,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from supervisor.paths import ProjectPaths
-from tests.privileged.supervised import Supervised, sv
-
-
-@pytest.fixture
-def stack(project: ProjectPaths, tmp_path: Path) -> Iterator[list[Supervised]]:
-    """A list to append Supervised stacks to; every one is brought down at the end."""
-    made: list[Supervised] = []
-    yield made
-    for s in made:
-        s.down("-v")
+from tests.privileged.supervised import Supervised, make_stack, sv
 
 
 def make(made: list[Supervised], project: ProjectPaths, tmp_path: Path, toml: str,
          rootfs: Path) -> Supervised:
-    s = Supervised(project, tmp_path, toml.replace("ROOTFS", str(rootfs)))
-    made.append(s)
-    return s
+    return make_stack(made, project, tmp_path, toml, rootfs)
 
 
 # -- 1. restart policies --------------------------------------------------------------------
