@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from supervisor.paths import ProjectPaths
+from tests.leakguard import OURS
 from tests.rootfs import build_busybox_rootfs
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _leak_scope(tmp_path_factory: pytest.TempPathFactory) -> None:
+    OURS.add(str(tmp_path_factory.getbasetemp()))
 
 
 @pytest.fixture(scope="session")
@@ -26,5 +32,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project
     monkeypatch.setenv("SUPERVISE_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("SUPERVISE_RUN_DIR", str(tmp_path / "run"))
     name = f"t{uuid.uuid4().hex[:8]}"
+    OURS.add(name)
     monkeypatch.setenv("SUPERVISE_PROJECT", name)
     yield ProjectPaths.for_project(name, os.environ)

@@ -2,6 +2,11 @@
 
 Compares, before and after a test: mounts, cgroups named supervise-*, network namespaces,
 links in the root network namespace, and this process's descendants (zombies included).
+
+Mounts, cgroups and namespaces count only when they name this test run: its pytest temp
+folder or a project it made (`OURS`). Two test runs (or a test run and a benchmark) can then
+share the machine without flagging each other's objects; links in the root namespace and our
+own descendants always count.
 """
 
 from __future__ import annotations
@@ -70,6 +75,14 @@ def _descendants() -> set[str]:
     return out
 
 
+# Fragments that mark an object as this run's: the pytest basetemp and every project name.
+OURS: set[str] = set()
+
+
+def _ours(item: str) -> bool:
+    return not OURS or any(fragment in item for fragment in OURS)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     mounts: set[str]
@@ -86,6 +99,8 @@ class Snapshot:
         out = []
         for field in ("mounts", "cgroups", "netns", "links", "processes"):
             extra = sorted(getattr(self, field) - getattr(before, field))
+            if field in ("mounts", "cgroups", "netns"):
+                extra = [item for item in extra if _ours(item)]
             if extra:
                 more = f" and {len(extra) - 10} more" if len(extra) > 10 else ""
                 out.append(f"{field}: {extra[:10]}{more}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.paths import ProjectPaths
+from tests.leakguard import OURS
 
 
 def sv(*args: str, timeout: float = 60, input: str | None = None, cwd: Path | None = None,
@@ -25,6 +26,7 @@ class Supervised:
 
     def __init__(self, paths: ProjectPaths, folder: Path, toml: str) -> None:
         self.paths = paths
+        OURS.add(paths.project)
         self.folder = folder
         self.file = folder / "stack.toml"
         self.file.write_text(toml)
