@@ -144,6 +144,9 @@ def bench_big(work: Path, chunks: list[bytes], lines: int, gb: float, runs: int
     passes = max(1, round(gb * 1e9 / per_pass))
     t = time.perf_counter()
     with LogStore.open(d, fsync="never") as store:
+        # A quiet container's last lines lie under the whole GB of web's (issue 4, 7 (c)).
+        store.append("quiet", "stdout", b"".join(b"quiet %d\n" % i for i in range(20)),
+                     now=1_699_999_999.0)
         for p in range(passes):
             now = 1_700_000_000.0 + p
             for chunk in chunks:
@@ -152,7 +155,7 @@ def bench_big(work: Path, chunks: list[bytes], lines: int, gb: float, runs: int
         total_lines = store.last_seq
     write_s = time.perf_counter() - t
     size = disk_bytes(d)
-    opens, crashed, tails, seeks = [], [], [], []
+    opens, crashed, tails, seeks, quiet = [], [], [], [], []
     for _ in range(runs):
         last = sorted(d.glob("*.seg"))[-1]
         last.with_suffix(".idx").unlink()  # as after kill -9: the active segment is scanned
@@ -170,7 +173,11 @@ def bench_big(work: Path, chunks: list[bytes], lines: int, gb: float, runs: int
         seq = store.seq_at(1_700_000_000.0 + passes / 2)
         mid = list(store.read(seq, limit=10))
         seeks.append(time.perf_counter() - t)
-        assert len(mid) == 10 and mid[0].seq == -(-passes // 2) * lines + 1
+        assert len(mid) == 10 and mid[0].seq == -(-passes // 2) * lines + 20 + 1
+        t = time.perf_counter()
+        buried = list(store.read(store.tail_cursor(10, {"quiet"}), containers={"quiet"}))
+        quiet.append(time.perf_counter() - t)
+        assert [r.line for r in buried] == [b"quiet %d" % i for i in range(10, 20)]
         store.close()
     segments = len(list(d.glob("*.seg")))
     shutil.rmtree(d)
@@ -178,7 +185,8 @@ def bench_big(work: Path, chunks: list[bytes], lines: int, gb: float, runs: int
             "open_ms": statistics.median(opens) * 1000,
             "open_after_crash_ms": statistics.median(crashed) * 1000,
             "tail10_ms": statistics.median(tails) * 1000,
-            "since_seek10_ms": statistics.median(seeks) * 1000}
+            "since_seek10_ms": statistics.median(seeks) * 1000,
+            "quiet_tail10_ms": statistics.median(quiet) * 1000}
 
 
 def design_check(chunks: list[bytes]) -> dict[str, float]:
@@ -281,7 +289,9 @@ def run(args: argparse.Namespace, work: Path) -> None:
             ["open after kill -9 (last segment scanned, crc)",
              f"{big['open_after_crash_ms']:.1f}"],
             ["tail_cursor(10) + read 10", f"{big['tail10_ms']:.2f}"],
-            ["seq_at(middle) + read 10", f"{big['since_seek10_ms']:.2f}"]])
+            ["seq_at(middle) + read 10", f"{big['since_seek10_ms']:.2f}"],
+            ["a quiet container under it: tail_cursor(10, {quiet}) + read 10",
+             f"{big['quiet_tail10_ms']:.2f}"]])
     print("\ndesign check: seconds per pass over the input\n")
     benchlib.print_table(["part", "s"], [[k, f"{v:.3f}"] for k, v in check.items()])
     print(f"\nraw numbers: {benchlib.write_results('log_store', results)}")

@@ -1198,6 +1198,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per long command")
     ap.add_argument("--commit", help="measure this commit's supervisor/ and logging_bus/ "
                     "(`git archive`, run through PYTHONPATH), not the work tree")
+    ap.add_argument("--code", metavar="DIR", help="measure the supervisor/ and logging_bus/ "
+                    "in DIR (a copy, e.g. a commit plus a patch), not the work tree")
     args = ap.parse_args()
     benchlib.require_root()
     benchlib.interruptible()
@@ -1213,6 +1215,9 @@ def main() -> int:
         archive = subprocess.run(["git", "-C", str(benchlib.REPO_DIR), "archive", args.commit,
                                   "supervisor", "logging_bus"], capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", str(CODE)], input=archive.stdout, check=True)
+        sys.path.insert(0, str(CODE))
+    elif args.code:
+        CODE = Path(args.code).resolve()
         sys.path.insert(0, str(CODE))
     from supervisor.client import Client
     versions = {
@@ -1244,6 +1249,8 @@ def main() -> int:
             rev = subprocess.run(["git", "-C", str(benchlib.REPO_DIR), "rev-parse", "--short",
                                   args.commit], capture_output=True, text=True).stdout.strip()
             info["git"] = f"commit {rev} (git archive, through PYTHONPATH)"
+        elif args.code:
+            info["git"] = f"supervisor/ and logging_bus/ from {CODE} (through PYTHONPATH)"
         if "ours" in want:
             ours = Ours(args, workdir, rootfs, tag, expected)
             tools += [ours, OursApi(ours)]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import trio
 
 from logging_bus.errors import LogBusError
-from logging_bus.follow import follow
+from logging_bus.follow import follow, stream_raw
 from logging_bus.reader import Chunk
 from logging_bus.record import Record
 from logging_bus.store import LogStore
@@ -91,6 +91,20 @@ async def records(store: LogStore, query: Query) -> AsyncGenerator[Record, None]
                 return
             if query.keep(record, pattern):
                 yield record
+
+
+async def raw_bytes(store: LogStore, query: Query, max_bytes: int = 1 << 20
+                    ) -> AsyncGenerator[bytes, None]:
+    """A plain query's bytes as written, in chunks of whole blocks (about ``max_bytes``):
+    history, then live blocks with `follow`.  For ``query.plain`` queries only."""
+    containers = set(query.containers) if query.containers else None
+    async with aclosing(stream_raw(
+            store, query.start(store), containers=containers, sources=query.sources(),
+            until_seq=None if query.follow else query.until_seq(store),
+            until_time=query.until if query.follow else None, live=query.follow,
+            max_bytes=max_bytes)) as chunks:
+        async for data in chunks:
+            yield data
 
 
 def raw_chunks(store: LogStore, query: Query) -> Iterator[Chunk]:

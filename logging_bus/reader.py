@@ -14,7 +14,7 @@ with the seq of that last piece, so the records a reader emits are always in seq
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 from logging_bus.framing import (
@@ -27,7 +27,7 @@ from logging_bus.framing import (
     strip_mark,
 )
 from logging_bus.record import Record
-from logging_bus.segment import FILE_HEADER, BlockFile, Segment
+from logging_bus.segment import FILE_HEADER, INDEX_STRIDE, BlockFile, Segment
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -60,6 +60,7 @@ class Reader:
         self._seg: Segment = store.segments[index]
         self._bf = BlockFile(self._seg.path)
         self._off = off
+        self._look_at = 0  # with a filter: the offset at which to look for a jump again
 
     @property
     def cursor(self) -> int:
@@ -83,6 +84,9 @@ class Reader:
         while True:
             seg, off = self._seg, self._off
             end = seg.size
+            if allowed is not None and off >= self._look_at and off < end:
+                self._jump(seg, off, allowed)
+                continue
             if off >= end:
                 if not seg.sealed or not self._next_segment():
                     return None
@@ -114,6 +118,34 @@ class Reader:
                 continue
             return nxt_off, hdr, strip_mark(payload, hdr.flags)[0]
 
+    def _jump(self, seg: Segment, off: int, allowed: Callable[[int], bool]) -> None:
+        """Skip the index ranges in which no source we read wrote a line.
+
+        Every block between here and the next range of ours belongs to others, so the
+        cursor moves on to that range's first seq (or past the segment's last line).
+        """
+        entry = seg.entry_of(off)
+        if entry < 0:  # a block the index does not hold yet: read it
+            self._look_at = off + INDEX_STRIDE
+            return
+        nxt = seg.next_range(entry, allowed)
+        if nxt is None and seg.sealed:  # nothing of ours in the rest of this segment
+            self._seq = max(self._seq, seg.next_seq)
+            self._off = seg.size
+            self._look_at = seg.size
+            return
+        if nxt is None:
+            # The active segment: its size and next seq may move (the writer may be another
+            # thread), so jump only to its last range, where the index is consistent, and
+            # walk that range's headers.
+            nxt = len(seg.seqs) - 1  # seqs is appended after offsets
+        if nxt > entry:
+            self._seq = max(self._seq, seg.seqs[nxt])
+            self._off = seg.offsets[nxt]
+            self._look_at = self._off + INDEX_STRIDE
+        else:  # ours is in this very range: read it block by block up to the next range
+            self._look_at = seg.offsets[entry] + INDEX_STRIDE
+
     def _next_segment(self) -> bool:
         base = self._seg.base_seq
         # A copy: the writer (maybe another thread) may drop the oldest segment meanwhile.
@@ -122,6 +154,7 @@ class Reader:
             return False
         self._bf.close()
         self._seg, self._bf, self._off = nxt, BlockFile(nxt.path), FILE_HEADER
+        self._look_at = 0
         return True
 
     def records(self, *, until_seq: int | None = None, limit: int | None = None

@@ -10,6 +10,11 @@ of at most ~64 KiB of headers, and the index stays ~24 bytes per 64 KiB (400 kB 
 for a store of one-line blocks.  When a segment is sealed its index is saved beside it
 (``.idx``), so opening a big store reads the sidecars and scans only the last segment.
 
+Per source, the index also lists the 64 KiB ranges (entry numbers of the sparse index) in
+which that source has lines: 4 bytes per range it writes in.  So a reader of one quiet
+container beside a chatty one jumps from one of its ranges to the next, and ``tail`` walks
+its ranges backwards, at a cost that does not depend on what the others wrote.
+
 Sync, no trio: the store calls this from whichever thread owns it.
 """
 
@@ -18,6 +23,8 @@ from __future__ import annotations
 import os
 import zlib
 from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -52,8 +59,8 @@ class Segment:
     """What the store knows about one segment without reading it again."""
 
     __slots__ = ("_mark", "base_seq", "first_seq", "first_time", "has_lines", "last_time",
-                 "marks", "next_seq", "offsets", "path", "sealed", "seqs", "size", "sources",
-                 "tails", "times")
+                 "marks", "next_seq", "offsets", "path", "ranges", "sealed", "seqs", "size",
+                 "sources", "tails", "times")
 
     def __init__(self, path: Path, base_seq: int) -> None:
         self.path = path
@@ -72,6 +79,8 @@ class Segment:
         self.offsets = array("q")
         self.seqs = array("q")
         self.times = array("d")
+        # source id -> the sparse index entries (ascending) whose range holds its lines
+        self.ranges: dict[int, array[int]] = {}
         self._mark = 0
 
     def add(self, off: int, hdr: Header, open_piece: bool = False,
@@ -92,7 +101,36 @@ class Segment:
             self.tails[hdr.source_id] = open_piece
             if mark is not None:
                 self.marks[hdr.source_id] = mark
+            ranges = self.ranges.get(hdr.source_id)
+            if ranges is None:
+                ranges = self.ranges[hdr.source_id] = array("i")
+            entry = len(self.offsets) - 1
+            if not ranges or ranges[-1] != entry:
+                ranges.append(entry)
         self.size = off + HEADER_SIZE + hdr.length
+
+    def entry_of(self, off: int) -> int:
+        """The sparse index entry whose range holds the block at ``off`` (-1: none yet)."""
+        return bisect_right(self.offsets, off) - 1
+
+    def next_range(self, entry: int, allowed: Callable[[int], bool]) -> int | None:
+        """The first entry >= ``entry`` whose range holds lines of an ``allowed`` source."""
+        best: int | None = None
+        for source_id, ranges in list(self.ranges.items()):  # a writer may add one
+            if allowed(source_id):
+                k = bisect_left(ranges, entry)
+                if k < len(ranges) and (best is None or ranges[k] < best):
+                    best = ranges[k]
+        return best
+
+    def ranges_of(self, allowed: Callable[[int], bool] | None) -> list[int]:
+        """Every entry whose range holds lines of an ``allowed`` source, ascending."""
+        if allowed is None:
+            return list(range(len(self.offsets)))
+        chosen = [r for k, r in list(self.ranges.items()) if allowed(k)]
+        if len(chosen) == 1:
+            return list(chosen[0])
+        return sorted(set().union(*chosen))
 
     # -- sidecar ---------------------------------------------------------------------------
 
@@ -107,7 +145,8 @@ class Segment:
             closed_tails=[k for k, v in self.tails.items() if not v],
             marks=[(k, ino, pos) for k, (ino, pos) in self.marks.items()],
             offsets=self.offsets.tobytes(), seqs=self.seqs.tobytes(),
-            times=self.times.tobytes())
+            times=self.times.tobytes(),
+            ranges=[(k, v.tobytes()) for k, v in self.ranges.items()])
         tmp = self.path.with_suffix(".idx.tmp")
         tmp.write_bytes(msgspec.msgpack.encode(side))
         tmp.replace(self.path.with_suffix(SIDECAR))
@@ -120,8 +159,8 @@ class Segment:
                                           type=_Sidecar)
         except (OSError, msgspec.DecodeError):
             return None
-        if side.size != size or side.base_seq != base_seq:
-            return None
+        if side.size != size or side.base_seq != base_seq or side.ranges is None:
+            return None  # stale, or saved before per-source ranges existed: rescan
         seg = cls(path, base_seq)
         seg.size, seg.first_seq, seg.next_seq = side.size, side.first_seq, side.next_seq
         seg.first_time, seg.last_time = side.first_time, side.last_time
@@ -132,6 +171,9 @@ class Segment:
         seg.offsets.frombytes(side.offsets)
         seg.seqs.frombytes(side.seqs)
         seg.times.frombytes(side.times)
+        for k, raw in side.ranges:
+            seg.ranges[k] = array("i")
+            seg.ranges[k].frombytes(raw)
         seg._mark = (seg.offsets[-1] + INDEX_STRIDE) if seg.offsets else 0
         return seg
 
@@ -151,6 +193,7 @@ class _Sidecar(msgspec.Struct, frozen=True, kw_only=True):
     offsets: bytes
     seqs: bytes
     times: bytes
+    ranges: list[tuple[int, bytes]] | None = None  # None: an older sidecar
 
 
 class BlockFile:

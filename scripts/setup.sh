@@ -11,8 +11,8 @@ test_deps=0
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 packages=(python3 python3-venv python3-pip busybox-static tini iproute2 nftables
-          redis-server redis-tools)
-[ "$test_deps" = 1 ] && packages+=(tmux curl)
+          slirp4netns redis-server redis-tools)  # slirp4netns: a stack's outbound access
+[ "$test_deps" = 1 ] && packages+=(tmux curl rsyslog)  # the syslog output's tests run their own rsyslogd
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

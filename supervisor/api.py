@@ -25,11 +25,13 @@ from logging_bus.record import LogLine
 from supervisor import __version__, config, fdio
 from supervisor.errors import ContainerError, SupervisorError
 from supervisor.httpserver import HTTPError, Request, Response, Router, Stream, Upgrade
+from supervisor.linux.netlink import mac_for
 from supervisor.protocol import (
     ContainerInspect,
     ContainerSummary,
     ExecRequest,
     ExitStatus,
+    NetworkView,
     OutputFrame,
     ProcessRow,
     StatsView,
@@ -41,6 +43,7 @@ from supervisor.stack import Stack
 from supervisor.units import parse_signal
 
 NDJSON = "application/x-ndjson"
+RAW_CHUNK = 1 << 20  # bytes per chunk of a raw logs stream
 
 
 def _status_text(service: Service) -> str:
@@ -74,20 +77,43 @@ def _ago(stamp: str | None, suffix: str = " ago") -> str:
     return ("Less than a second" if n < 1 else f"{n} second{'s' if n != 1 else ''}") + suffix
 
 
+def _host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
+def port_lines(service: Service) -> list[str]:
+    """`docker port`'s lines: "3000/tcp -> 0.0.0.0:8080"."""
+    net = service.container.network
+    bindings = net.bindings.get(service.name, []) if net is not None else []
+    return [f"{b.container_port}/{b.protocol} -> {_host(b.host_ip)}:{b.host_port}"
+            for b in bindings]
+
+
 def summary(service: Service) -> ContainerSummary:
     c = service.container
     argv = list(c.cfg.entrypoint or []) + list(c.cfg.command or [])
+    net = c.network
+    bindings = net.bindings.get(c.name, []) if net is not None else []
+    ports = [f"{_host(b.host_ip)}:{b.host_port}->{b.container_port}/{b.protocol}"
+             for b in bindings]
     return ContainerSummary(name=c.name, image=c.cfg.image or c.cfg.rootfs or "",
                             command=" ".join(argv), created=c.record.created,
-                            state=service.state(), status=_status_text(service))
+                            state=service.state(), status=_status_text(service), ports=ports)
 
 
 def inspect(service: Service) -> ContainerInspect:
     c = service.container
+    mode = c.cfg.network_mode
+    view = NetworkView(mode=mode)
+    if c.network is not None and mode == "bridge":
+        ip = c.network.leases.leases.get(c.name, "")
+        view = NetworkView(mode=mode, ip_address=ip, gateway=c.network.gateway,
+                           mac_address=mac_for(ip) if ip else "", ports=port_lines(service))
     return ContainerInspect(name=c.name, project=c.record.project, created=c.record.created,
                             image=c.cfg.image or c.cfg.rootfs or "",
                             config=c.record.config, state=service.state(),
-                            mounts=list(c.record.mounts), cgroup=c.record.cgroup)
+                            mounts=list(c.record.mounts), cgroup=c.record.cgroup,
+                            network=view)
 
 
 @dataclass
@@ -242,8 +268,7 @@ class Api:
 
         @r.route("GET", "/containers/{name}/port")
         async def port(req: Request) -> Response:
-            self.service(req.params["name"])
-            return Response(body=[])  # published ports come with networking
+            return Response(body=port_lines(self.service(req.params["name"])))
 
         @r.route("POST", "/containers/{name}/update")
         async def update(req: Request) -> Response:
@@ -388,17 +413,15 @@ class Api:
         except LogBusError as e:
             raise HTTPError(400, str(e)) from None
         if req.query_bool("raw"):
-            if query.follow or not query.plain:
+            if not query.plain:
                 async def raw_records() -> AsyncIterator[bytes]:
                     async for record in log_query.records(store, query):
                         yield record.raw
                 return Stream(raw_records(), content_type="application/octet-stream")
-
-            async def raw_blocks() -> AsyncIterator[bytes]:
-                for chunk in log_query.raw_chunks(store, query):
-                    yield chunk.data
-                    await trio.lowlevel.checkpoint()
-            return Stream(raw_blocks(), content_type="application/octet-stream")
+            # Whole blocks joined into ~1 MiB chunks, history and live alike: the HTTP
+            # framing and the sends cost per chunk, and there is no work per line.
+            return Stream(log_query.raw_bytes(store, query, RAW_CHUNK),
+                          content_type="application/octet-stream")
 
         async def lines() -> AsyncIterator[bytes]:
             encoder = msgspec.json.Encoder()

@@ -70,7 +70,9 @@ def _run_mapping(args: argparse.Namespace) -> dict[str, object]:
 
     raw: dict[str, object] = {}
     target = args.image
-    if target.startswith((".", "/")) or "/" in target:
+    # A path, unless it reads as an image reference and no such folder exists
+    # (`localhost:5000/app:1` names a registry).
+    if target.startswith((".", "/")) or ("/" in target and Path(target).is_dir()):
         raw["rootfs"] = str(Path(target).resolve())
     else:
         raw["image"] = target
@@ -103,6 +105,12 @@ def _run_mapping(args: argparse.Namespace) -> dict[str, object]:
         raw["volumes_from"] = list(args.volumes_from)
     if args.tmpfs:
         raw["tmpfs"] = list(args.tmpfs)
+    for flag, key in (("publish", "ports"), ("expose", "expose"), ("link", "links"),
+                      ("add_host", "extra_hosts")):
+        if getattr(args, flag):
+            raw[key] = list(getattr(args, flag))
+    if args.network is not None:
+        raw["network_mode"] = args.network
     if args.cap_add:
         raw["cap_add"] = list(args.cap_add)
     if args.cap_drop:
@@ -125,7 +133,7 @@ def _run_mapping(args: argparse.Namespace) -> dict[str, object]:
 
 def _run_project(args: argparse.Namespace) -> ProjectPaths:
     """`run`'s project: as other verbs find theirs, else "default" (no stack needed)."""
-    from supervisor.cli_api import find_project
+    from supervisor.cli_common import find_project
 
     paths = find_project(args, required=False)
     return paths if paths is not None else _paths(args)
@@ -142,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import secrets
 
     from supervisor import config
-    from supervisor.cli_api import reachable
+    from supervisor.cli_common import reachable
 
     paths = _run_project(args)
     name = args.name or f"run-{secrets.token_hex(3)}"
@@ -161,11 +169,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_in_supervisor(args: argparse.Namespace, paths: ProjectPaths, name: str,
                        raw: dict[str, object]) -> int:
     """Docker's `run` against a supervisor: create, then start detached or attached."""
-    from supervisor.cli_api import client_for, print_frames, reachable, shuttle
+    from supervisor.cli_api import print_frames, shuttle
+    from supervisor.cli_common import client_for, reachable
 
     if not reachable(paths):
         _start_detached(paths, None)
-    client = client_for(paths, timeout=None)  # type: ignore[arg-type]
+    client = client_for(paths, timeout=None)
     client.post("/containers/create", raw, name=name)
     if args.detach:
         try:
@@ -194,7 +203,7 @@ def _start_detached(paths: ProjectPaths, stack_file: Path | None) -> None:
     """Starts `supervise _serve` in the background and waits until its API answers."""
     import time
 
-    from supervisor.cli_api import reachable
+    from supervisor.cli_common import reachable
     from supervisor.daemon import spawn_detached
 
     argv = ["-p", paths.project, "_serve"] + ([str(stack_file)] if stack_file else [])
@@ -242,7 +251,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     import msgspec
 
     from supervisor import config
-    from supervisor.cli_api import client_for, reachable
+    from supervisor.cli_common import client_for, reachable
 
     path = Path(args.file) if args.file else _default_config()
     stack = config.load_stack(path, os.environ, project=args.project)
@@ -266,7 +275,7 @@ def _wait_started(paths: ProjectPaths, names: list[str], healthy: bool) -> int:
     one is running and healthy where it has a healthcheck."""
     import time
 
-    from supervisor.cli_api import client_for
+    from supervisor.cli_common import client_for
 
     client = client_for(paths)
     pending = set(names)
@@ -340,7 +349,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     import time
 
     from supervisor import config
-    from supervisor.cli_api import client_for, find_project, reachable, supervisor_alive
+    from supervisor.cli_common import client_for, find_project, reachable, supervisor_alive
 
     paths = find_project(args, required=False)
     if paths is None and args.file:
@@ -387,15 +396,15 @@ def _remove_project(paths: ProjectPaths, volumes: bool) -> int:
 def cmd_exec(args: argparse.Namespace) -> int:
     import trio
 
-    from supervisor.cli_api import client_for, reachable
     from supervisor.cli_api import cmd_exec as exec_via_api
+    from supervisor.cli_common import client_for, reachable
     from supervisor.foreground import exec_in_container
 
     if not args.command:
         raise UsageError("supervise exec: expected a command after the container name")
     paths = _run_project(args)
     if reachable(paths):
-        return exec_via_api(args, client_for(paths, timeout=None))  # type: ignore[arg-type]
+        return exec_via_api(args, client_for(paths, timeout=None))
     # No supervisor: the container was started by an in-process `supervise run`.
     env = {}
     for item in args.env or []:
@@ -409,7 +418,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    from supervisor.cli_api import client_for, cmd_rm_api, reachable
+    from supervisor.cli_api import cmd_rm_api
+    from supervisor.cli_common import client_for, reachable
     from supervisor.container import load_record
     from supervisor.volumes import Volumes, remove_tree
 
@@ -436,6 +446,12 @@ def cmd_rm(args: argparse.Namespace) -> int:
         remove_tree(d)
         print(name)
     return failed
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from supervisor.tui import main as shell
+
+    return shell(args)
 
 
 def cmd_volume(args: argparse.Namespace) -> int:
@@ -467,6 +483,21 @@ def cmd_volume(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Verbs:
+    """``_Verbs("supervisor.cli_api").cmd_ps``: a function that imports the module first."""
+
+    def __init__(self, module: str) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> Callable[[argparse.Namespace], int]:
+        def run(args: argparse.Namespace) -> int:
+            import importlib
+
+            return int(getattr(importlib.import_module(self._module), name)(args))
+        run.__name__ = name
+        return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="supervise", description="Run and supervise a stack of Linux containers.")
     p.add_argument("-p", "--project", help="project name (default: [stack] name or the folder's)")
@@ -489,6 +520,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-v", "--volume", action="append", metavar="SPEC")
     r.add_argument("--volumes-from", action="append", metavar="NAME[:ro]")
     r.add_argument("--tmpfs", action="append", metavar="PATH[:OPTS]")
+    r.add_argument("-p", "--publish", action="append", metavar="[IP:][HOST:]PORT[/udp]")
+    r.add_argument("--expose", action="append", metavar="PORT[/udp]")
+    r.add_argument("--link", action="append", metavar="NAME[:ALIAS]")
+    r.add_argument("--network", "--net", metavar="MODE",
+                   help="bridge (the stack network, default), none, host or container:NAME")
+    r.add_argument("--add-host", action="append", metavar="NAME:IP")
     r.add_argument("-w", "--workdir")
     r.add_argument("-u", "--user")
     r.add_argument("--entrypoint")
@@ -548,7 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("file", nargs="?")
     serve.set_defaults(func=cmd_serve)
 
-    from supervisor import cli_api as api
+    # The verbs' modules are imported when the verb runs, not to build the parser: a
+    # command pays only for its own imports (`supervise logs` starts in ~50 ms).
+    api = _Verbs("supervisor.cli_api")
 
     ps = sub.add_parser("ps", help="list containers")
     ps.add_argument("-a", "--all", action="store_true", help="include stopped ones")
@@ -610,13 +649,18 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--no-color", action="store_true")
     lg.add_argument("--no-log-prefix", action="store_true")
     lg.add_argument("names", nargs="*", metavar="NAME")
-    lg.set_defaults(func=api.cmd_logs)
+    lg.set_defaults(func=_Verbs("supervisor.cli_logs").cmd_logs)
     ev = sub.add_parser("events", help="stream the stack's events")
     ev.add_argument("--since")
     ev.add_argument("--until")
     ev.add_argument("--filter", action="append", metavar="container=NAME")
     ev.add_argument("--format", choices=["text", "json"], default="text")
     ev.set_defaults(func=api.cmd_events)
+
+    sh = sub.add_parser("shell", help="a live view of the stack with a command line")
+    sh.add_argument("--plain", action="store_true",
+                    help="a line-oriented REPL (also when stdin or stdout is not a terminal)")
+    sh.set_defaults(func=cmd_shell)
 
     v = sub.add_parser("volume", help="list, inspect and remove volumes")
     vsub = v.add_subparsers(dest="volume_verb", metavar="COMMAND", parser_class=_Parser,
@@ -629,6 +673,10 @@ def build_parser() -> argparse.ArgumentParser:
     vrm.add_argument("-f", "--force", action="store_true")
     vrm.add_argument("names", nargs="+", metavar="VOLUME")
     v.set_defaults(func=cmd_volume)
+
+    from supervisor import cli_images
+
+    cli_images.register(sub, _Parser)
     return p
 
 

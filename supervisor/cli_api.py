@@ -21,101 +21,11 @@ from typing import Any
 
 import msgspec
 
-from logging_bus.record import LogLine
-from supervisor.client import Client
-from supervisor.errors import ApiError, NoSupervisor, SupervisorError, UsageError
-from supervisor.paths import NAME_RE, PROJECT_NAME_RE, ProjectPaths, run_root
+from supervisor.cli_common import connect, when
+from supervisor.errors import ApiError, SupervisorError, UsageError
+from supervisor.lightclient import LightClient
+from supervisor.paths import NAME_RE
 from supervisor.protocol import ContainerSummary, Event, ExitStatus, OutputFrame, StatsView
-
-
-def running_projects() -> list[str]:
-    """Projects whose supervisor is alive (pid file of a live process, socket present)."""
-    root = run_root(os.environ)
-    found = []
-    if root.is_dir():
-        for d in sorted(root.iterdir()):
-            try:
-                pid = int((d / "pid").read_text().strip())
-            except (OSError, ValueError):
-                continue
-            if (d / "api.sock").exists() and Path(f"/proc/{pid}").exists():
-                found.append(d.name)
-    return found
-
-
-def find_project(args: argparse.Namespace, *, required: bool = True) -> ProjectPaths | None:
-    """-p, then SUPERVISE_PROJECT, then the stack file here, then the only one running."""
-    project = args.project or os.environ.get("SUPERVISE_PROJECT")
-    if project is None:
-        for name in ("supervise.toml", "stack.toml"):
-            if Path(name).exists():
-                from supervisor import config
-
-                project = config.load_stack(Path(name), os.environ).project
-                break
-    if project is None:
-        running = running_projects()
-        if len(running) == 1:
-            project = running[0]
-        elif not required:
-            return None
-        elif running:
-            raise UsageError("several supervisors are running (" + ", ".join(running)
-                             + "): choose one with -p PROJECT")
-        else:
-            raise NoSupervisor("no supervisor is running: start one with `supervise up` "
-                               "(or `supervise run -d ...`)")
-    if not PROJECT_NAME_RE.fullmatch(project):
-        raise UsageError(f"-p/--project: expected a name of lower-case letters, digits, '-' "
-                         f"and '_', such as 'web_1', got {project!r}")
-    return ProjectPaths.for_project(project, os.environ)
-
-
-def client_for(paths: ProjectPaths, timeout: float = 60) -> Client:
-    sock = paths.run / "api.sock"
-    if not sock.exists():
-        raise NoSupervisor(f"no supervisor is running for project {paths.project}: start it "
-                           "with `supervise up` (or `supervise run -d ...`)")
-    return Client(str(sock), timeout=timeout)
-
-
-def connect(args: argparse.Namespace, timeout: float = 60) -> Client:
-    paths = find_project(args)
-    assert paths is not None
-    return client_for(paths, timeout)
-
-
-def supervisor_alive(paths: ProjectPaths) -> bool:
-    """Whether a supervisor holds the project's lock, answering or not."""
-    import fcntl
-
-    try:
-        fd = os.open(paths.run / "lock", os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def reachable(paths: ProjectPaths, *, strict: bool = True) -> bool:
-    """A supervisor runs the project.  One that holds the lock but does not answer is an
-    error (unless not `strict`: while one starts), never a reason to act on its containers
-    behind its back."""
-    if not supervisor_alive(paths):
-        return False
-    try:
-        Client(str(paths.run / "api.sock"), timeout=10).get("/_ping")
-    except SupervisorError as e:
-        if not strict:
-            return False
-        raise SupervisorError(f"the supervisor of project {paths.project} runs but does not "
-                              f"answer: {e}") from e
-    return True
 
 
 def _for_each(names: list[str], request: Callable[[str], object]) -> int:
@@ -205,14 +115,14 @@ def cmd_unpause(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    client = connect(args, timeout=None)  # type: ignore[arg-type]
+    client = connect(args, timeout=None)
     for name in args.names:  # prints each exit code and exits 0, as `docker wait`
         status = msgspec.convert(client.post(f"/containers/{name}/wait"), type=ExitStatus)
         print(status.status_code, flush=True)
     return 0
 
 
-def cmd_rm_api(args: argparse.Namespace, client: Client) -> int:
+def cmd_rm_api(args: argparse.Namespace, client: LightClient) -> int:
     return _for_each(args.names, lambda name: client.delete(
         f"/containers/{name}", force=int(args.force), v=int(args.volumes)))
 
@@ -314,12 +224,12 @@ def _bytes(n: int) -> str:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    client = connect(args, timeout=None)  # type: ignore[arg-type]
+    client = connect(args, timeout=None)
     query: dict[str, Any] = {}
     if args.since:
-        query["since"] = _when(args.since, "--since")
+        query["since"] = when(args.since, "--since")
     if args.until:
-        query["until"] = _when(args.until, "--until")
+        query["until"] = when(args.until, "--until")
     if args.filter:
         query["filter"] = args.filter
     try:
@@ -337,27 +247,9 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
-def _when(text: str, flag: str) -> float:
-    """Unix seconds, RFC 3339, or a duration back from now (`10m`), as docker's flags."""
-    from supervisor.units import parse_duration
-
-    with contextlib.suppress(ValueError):
-        return float(text)
-    with contextlib.suppress(ValueError):
-        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=UTC)
-        return stamp.timestamp()
-    try:
-        return time.time() - parse_duration(text)
-    except ValueError:
-        raise UsageError(f"{flag}: expected a time such as '10m', '2026-12-04T10:00:00Z' or "
-                         f"Unix seconds, got {text!r}") from None
-
-
 # -- exec, attach, cp -----------------------------------------------------------------------
 
-def cmd_exec(args: argparse.Namespace, client: Client) -> int:
+def cmd_exec(args: argparse.Namespace, client: LightClient) -> int:
     env = []
     for item in args.env or []:
         env.append(item if "=" in item else f"{item}={os.environ.get(item, '')}")
@@ -421,7 +313,7 @@ def shuttle(sock: socket.socket, *, interactive: bool, raw: bool) -> None:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
-    client = connect(args, timeout=None)  # type: ignore[arg-type]
+    client = connect(args, timeout=None)
     try:
         return print_frames(client.stream("POST", f"/containers/{args.name}/attach"))
     except KeyboardInterrupt:
@@ -476,130 +368,3 @@ def _extract(data: bytes, target: Path) -> None:
 def _is_container(spec: str) -> bool:
     name, sep, _ = spec.partition(":")
     return bool(sep) and bool(NAME_RE.fullmatch(name)) and "/" not in name
-
-
-
-
-# -- logs -------------------------------------------------------------------------------------
-
-def cmd_logs(args: argparse.Namespace) -> int:
-    """`docker logs` for one name (bare lines), `docker compose logs` for several or none
-    (prefixed, merged in store order).  Without a running supervisor, reads the store on
-    disk (a stopped stack's logs stay readable)."""
-    from supervisor.printer import LinePrinter
-
-    paths = find_project(args, required=False)
-    if paths is None:
-        paths = ProjectPaths.for_project(
-            args.project or os.environ.get("SUPERVISE_PROJECT") or "default", os.environ)
-    query: dict[str, Any] = {}
-    if args.follow:
-        query["follow"] = 1
-    if args.tail is not None:
-        if args.tail != "all" and not args.tail.isdigit():
-            raise UsageError(f"supervise logs: --tail: expected a number of lines or 'all', "
-                             f"got {args.tail!r}")
-        query["tail"] = args.tail
-    if args.since:
-        query["since"] = _when(args.since, "--since")
-    if args.until:
-        query["until"] = _when(args.until, "--until")
-    if args.grep:
-        query["grep"] = args.grep
-    if args.source:
-        query["source"] = args.source
-    single = len(args.names) == 1
-    bare = single and not args.timestamps and not args.json
-    names = list(args.names)
-    if not names:  # prefixes as wide as the longest name, as Compose's
-        if reachable(paths):
-            names = [row["name"] for row in client_for(paths).get("/containers/json", all=1)]
-        else:
-            from supervisor.container import list_records
-
-            names = [record.name for record in list_records(paths)]
-    printer = LinePrinter(names, color=not args.no_color and sys.stdout.isatty(),
-                          prefix=not single and not args.no_log_prefix)
-    out = sys.stdout.buffer
-    try:
-        if bare:
-            query["raw"] = 1
-            for chunk in _log_stream(paths, args.names, query):
-                out.write(chunk)
-                if args.follow:
-                    out.flush()
-            out.flush()
-            return 0
-        for line in _log_stream(paths, args.names, query):
-            if args.json:
-                out.write(line + b"\n")
-            else:
-                record = msgspec.json.decode(line, type=LogLine)
-                text = record.line.encode()
-                if args.timestamps:
-                    stamp = datetime.fromtimestamp(record.time, UTC).strftime(
-                        "%Y-%m-%dT%H:%M:%S.%fZ")
-                    text = stamp.encode() + b" " + text
-                printer.add(record.container)
-                printer.write(record.container, record.source,
-                              text + (b"" if record.partial else b"\n"))
-            if args.follow:
-                out.flush()
-        printer.flush_all()
-        out.flush()
-    except KeyboardInterrupt:
-        return 0
-    except BrokenPipeError:
-        return 0
-    return 0
-
-
-def _log_stream(paths: ProjectPaths, names: list[str], query: dict[str, Any]
-                ) -> Iterator[bytes]:
-    """NDJSON lines (or raw chunks) from the supervisor, or from the store on disk."""
-    if reachable(paths):
-        client = client_for(paths, timeout=None)  # type: ignore[arg-type]
-        if len(names) == 1:
-            yield from client.stream("GET", f"/containers/{names[0]}/logs", **query)
-        else:
-            yield from client.stream("GET", "/logs", container=names, **query)
-        return
-    yield from _offline_logs(paths, names, query)
-
-
-def _offline_logs(paths: ProjectPaths, names: list[str], query: dict[str, Any]
-                  ) -> Iterator[bytes]:
-    import trio
-
-    from logging_bus import query as log_query
-    from logging_bus.errors import LogBusError
-    from logging_bus.store import LogStore
-
-    if not paths.logs.is_dir():
-        raise NoSupervisor(f"project {paths.project} has no logs (and no supervisor running)")
-    tail = query.get("tail")
-    q = log_query.Query(containers=frozenset(names) if names else None,
-                        source=query.get("source"),
-                        tail=None if tail in (None, "all") else int(tail),
-                        since=query.get("since"), until=query.get("until"),
-                        grep=query.get("grep"), follow=False)
-    try:
-        store = LogStore.open(paths.logs)
-    except LogBusError as e:
-        raise SupervisorError(f"log store {paths.logs}: {e}") from e
-    try:
-        if query.get("raw") and q.plain:
-            for chunk in log_query.raw_chunks(store, q):
-                yield chunk.data
-            return
-
-        async def collect() -> list[bytes]:
-            return [record.raw if query.get("raw") else
-                    msgspec.json.encode(LogLine.of(record))
-                    async for record in log_query.records(store, q)]
-
-        yield from trio.run(collect)
-    except LogBusError as e:
-        raise UsageError(str(e)) from e
-    finally:
-        store.close()

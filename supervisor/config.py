@@ -26,6 +26,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from logging_bus.specs import Filter, Output
 from supervisor.config_keys import (
     HOSTNAME_RE,
     IMAGE_RE,
@@ -83,6 +84,21 @@ from supervisor.config_lifecycle import (
     show_depends_on,
     show_healthcheck,
     show_restart,
+)
+from supervisor.config_logs import FILTERS_FIELD, OUTPUTS_FIELD
+from supervisor.config_net import (
+    ExposedPort,
+    LinkSpec,
+    PortSpec,
+    StackNetwork,
+    read_expose,
+    read_extra_hosts,
+    read_link,
+    read_network_mode,
+    read_port,
+    show_expose,
+    show_link,
+    show_port,
 )
 from supervisor.errors import ConfigError, UsageError
 from supervisor.graph import find_cycle
@@ -142,9 +158,11 @@ def read_log_file(value: object, ctx: Ctx) -> str:
 
 class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Per-container logging: `files` inside its volumes, tailed into the log bus with
-    `file:/path` as their source (their directories must be volumes, own or inherited)."""
+    `file:/path` as their source (their directories must be volumes, own or inherited), and
+    the `filters` its lines pass on their way to the outputs (before `[stack.logs] filters`)."""
 
     files: Annotated[list[str], Field(each(read_log_file))] = []
+    filters: Annotated[list[Filter], FILTERS_FIELD] = []
 
 
 class Container(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -188,6 +206,11 @@ class Container(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     depends_on: Annotated[dict[str, DependsOn], Field(read_depends_on, show_depends_on)] = {}
     healthcheck: Annotated[Healthcheck | None, Field(read_healthcheck, show_healthcheck)] = None
     logs: Annotated[LogSettings, table_field(LogSettings)] = LogSettings()
+    network_mode: Annotated[str, Field(read_network_mode)] = "bridge"
+    links: Annotated[list[LinkSpec], Field(each(read_link), show_link)] = []
+    ports: Annotated[list[PortSpec], Field(each(read_port, str | int), show_port)] = []
+    expose: Annotated[list[ExposedPort], Field(each(read_expose, str | int), show_expose)] = []
+    extra_hosts: Annotated[dict[str, str], Field(read_extra_hosts)] = {}
 
     def __post_init__(self) -> None:
         if not NAME_RE.fullmatch(self.name):
@@ -209,6 +232,29 @@ class Container(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
                 raise Invalid("a container cannot take volumes from itself", ("volumes_from", i))
         if self.name in self.depends_on:
             raise Invalid("a container cannot depend on itself", ("depends_on", self.name))
+        if self.network_mode == f"container:{self.name}":
+            raise Invalid("a container cannot share its own network", ("network_mode",))
+        if self.network_mode != "bridge":
+            if self.ports:  # Docker: "conflicting options: port publishing and the network mode"
+                raise Invalid(f"publishing ports needs network_mode 'bridge', got "
+                              f"{self.network_mode!r}", ("ports",))
+            if self.links:
+                raise Invalid(f"links need network_mode 'bridge', got {self.network_mode!r}",
+                              ("links",))
+        aliases: set[str] = set()
+        for i, link in enumerate(self.links):
+            if link.container == self.name:
+                raise Invalid("a container cannot link to itself", ("links", i))
+            if link.alias in aliases:
+                raise Invalid(f"duplicate link alias {link.alias!r}", ("links", i))
+            aliases.add(link.alias)
+        published: set[tuple[str, int, str]] = set()
+        for i, p in enumerate(self.ports):
+            bound = (p.host_ip, p.host_port, p.protocol)
+            if p.host_port and bound in published:
+                raise Invalid(f"host port {p.host_port}/{p.protocol} is published twice",
+                              ("ports", i))
+            published.add(bound)
         mounts: set[str] = set()
         targets = [("volumes", i, v.target) for i, v in enumerate(self.volumes)]
         targets += [("tmpfs", i, t.target) for i, t in enumerate(self.tmpfs)]
@@ -223,11 +269,15 @@ class Container(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         ``depends_on`` as written, then ``volumes_from`` sources as ``service_started``: Compose
         counts volumes_from as a dependency too (the volumes must exist first).  The one place
         that says what an edge is, for the cycle check here and the start order in ``plan``;
-        ``links`` and ``network_mode = "service:..."`` belong here when they land.
+        ``links`` and ``network_mode = "container:..."`` are edges too.
         """
         deps: dict[str, Condition] = {name: d.condition for name, d in self.depends_on.items()}
         for source in self.volumes_from:
             deps.setdefault(source.container, "service_started")
+        for link in self.links:  # as Docker's links: the target starts first
+            deps.setdefault(link.container, "service_started")
+        if self.network_mode.startswith("container:"):
+            deps.setdefault(self.network_mode.partition(":")[2], "service_started")
         return deps
 
 
@@ -243,6 +293,8 @@ class StackLogs(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     fsync: Annotated[str, Field(read_fsync)] = "1s"
     max_size: Annotated[int | None, Field(read_positive_size, format_size)] = None
     max_age: Annotated[float | None, Field(via(parse_duration), format_duration)] = None
+    filters: Annotated[list[Filter], FILTERS_FIELD] = []  # after each container's own
+    outputs: Annotated[dict[str, Output], OUTPUTS_FIELD] = {}
 
 
 class StackSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -250,6 +302,7 @@ class StackSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
     name: Annotated[str | None, Field(read_project)] = None
     logs: Annotated[StackLogs, table_field(StackLogs)] = StackLogs()
+    network: Annotated[StackNetwork, table_field(StackNetwork)] = StackNetwork()
 
 
 class Stack(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -267,6 +320,14 @@ class Stack(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
                 if source.container not in self.containers:
                     raise Invalid(f"no container named {source.container!r} in this stack",
                                   ("containers", name, "volumes_from", i))  # fmt: skip
+            for i, link in enumerate(container.links):
+                if link.container not in self.containers:
+                    raise Invalid(f"no container named {link.container!r} in this stack",
+                                  ("containers", name, "links", i))  # fmt: skip
+            mode = container.network_mode
+            if mode.startswith("container:") and mode[10:] not in self.containers:
+                raise Invalid(f"no container named {mode[10:]!r} in this stack",
+                              ("containers", name, "network_mode"))  # fmt: skip
             for dep, spec in container.depends_on.items():
                 where = ("containers", name, "depends_on", dep)
                 if dep not in self.containers:
@@ -275,6 +336,11 @@ class Stack(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
                 if spec.condition == "service_healthy" and not (check and check.enabled):
                     raise Invalid(f"condition 'service_healthy' needs a healthcheck on {dep!r}",
                                   where)  # fmt: skip
+        for name, output in self.stack.logs.outputs.items():
+            for i, target in enumerate(output.containers):
+                if target not in self.containers:
+                    raise Invalid(f"no container named {target!r} in this stack",
+                                  ("stack", "logs", "outputs", name, "containers", i))
         cycle = find_cycle({n: c.dependencies() for n, c in self.containers.items()})
         if cycle:
             raise Invalid("dependency cycle: " + " -> ".join(cycle), ("containers",))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,11 +24,13 @@ import trio
 from supervisor import config, fdio
 from supervisor.capabilities import CAPABILITIES, effective_set
 from supervisor.errors import ContainerError, SupervisorError
+from supervisor.images import use as image_use
 from supervisor.linux.cgroups import Cgroup, Limits, Stats
-from supervisor.linux.init import MASKED_PATHS, READONLY_PATHS
+from supervisor.linux.init import ALL_NAMESPACES, CLONE_NEWNET, MASKED_PATHS, READONLY_PATHS
+from supervisor.network import NetSetup, StackNet
 from supervisor.paths import ProjectPaths
 from supervisor.protocol import ContainerRecord, MountRecord
-from supervisor.rootfs import HOST_IMAGE, host_base_layer
+from supervisor.rootfs import host_base_layer
 from supervisor.runtime import ContainerProcess, Runtime
 from supervisor.units import ULIMITS
 from supervisor.volumes import Volumes, remove_tree
@@ -103,9 +105,15 @@ def resolve_mounts(cfg: config.Container, volumes: Volumes,
     return own + inherited + tmpfs
 
 
-def _hosts_file(hostname: str) -> str:
-    return (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            f"127.0.1.1\t{hostname}\n")
+def _hosts_file(hostname: str, setup: NetSetup | None = None) -> str:
+    """Docker's layout: localhost, the container's own address and name, then its links
+    and extra_hosts."""
+    own = setup.address if setup is not None and setup.address else "127.0.1.1"
+    text = (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"{own}\t{hostname}\n")
+    for ip, names in setup.hosts if setup is not None else []:
+        text += f"{ip}\t{names}\n"
+    return text
 
 
 def _resolv_conf() -> str:
@@ -131,11 +139,14 @@ class Container:
         self.cfg = cfg
         self.record = record
         self.dir = paths.container(cfg.name)
+        self.image = image_use.load(self.dir)  # what it took from its image, if any
         self.process: ContainerProcess | None = None
         self._cgroup: Cgroup | None = None
         self._exit: ExitInfo | None = None
         self._finished = trio.Event()
         self._finishing = False
+        self.network: StackNet | None = None  # the stack's network, when there is one
+        self._setup: NetSetup | None = None  # what the current run got from it
 
     @property
     def name(self) -> str:
@@ -154,15 +165,15 @@ class Container:
                 f"(remove it with: supervise rm {cfg.name})")
         if cfg.rootfs is not None and not Path(cfg.rootfs).is_dir():
             raise ContainerError(cfg.name, f"rootfs {cfg.rootfs}: no such directory")
-        if cfg.image is not None and cfg.image != HOST_IMAGE:
-            raise ContainerError(cfg.name, f"image {cfg.image!r}: no such image (only the "
-                                 "reserved image 'host' and rootfs directories exist yet)")
-        if not (cfg.entrypoint or cfg.command):
+        image = image_use.for_container(cfg.name, cfg.image)
+        if not (cfg.entrypoint or cfg.command or (image and image.has_command())):
             raise ContainerError(cfg.name, "no command specified")
         try:
             for sub in ("upper", "work", "merged"):
                 (d / sub).mkdir(parents=True, exist_ok=True)
             mounts = resolve_mounts(cfg, Volumes(paths), peers or {}, anonymous)
+            mounts += image_use.volume_mounts(image, mounts, cfg, Volumes(paths), anonymous)
+            image_use.save(d, image)
         except OSError as e:
             remove_tree(d)
             raise ContainerError(cfg.name, f"create: {e.strerror}: {e.filename}") from e
@@ -209,17 +220,26 @@ class Container:
     # -- one run --------------------------------------------------------------------------
 
     def _argv(self) -> list[str]:
-        argv = list(self.cfg.entrypoint or []) + list(self.cfg.command or [])
+        argv = image_use.argv(self.cfg.entrypoint, self.cfg.command, self.image)
         if self.cfg.init:
             return ["/dev/init", "--", *argv]
         return argv
 
-    def _env(self) -> dict[str, str]:
-        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.cfg.hostname or self.cfg.name}
+    def _env(self, setup: NetSetup | None = None) -> dict[str, str]:
+        env = {"PATH": DEFAULT_PATH, **image_use.env(self.image),
+               "HOSTNAME": self.cfg.hostname or self.cfg.name}
         if self.cfg.tty:
             env["TERM"] = "xterm"
+        if setup is not None:
+            env.update(setup.env)  # link variables; the user's own environment wins
         env.update(self.cfg.environment)
         return env
+
+    def _cwd(self) -> str:
+        return self.cfg.working_dir or (self.image and self.image.working_dir) or "/"
+
+    def _user(self) -> str | None:
+        return self.cfg.user or (self.image.user if self.image else None)
 
     def _caps(self) -> list[int]:
         wanted = effective_set(self.cfg.cap_add, self.cfg.cap_drop)
@@ -236,6 +256,12 @@ class Container:
         mounts: list[dict[str, Any]] = []
         if self.cfg.rootfs is not None:
             lower = [self.cfg.rootfs]
+        elif self.image is not None:
+            lower = list(self.image.lower)
+            if self.image.host_base:  # built FROM host: on the host image's base and /usr
+                lower.append(str(host_base_layer(self.paths.layers)))
+                mounts.append({"type": "bind", "source": "/usr", "target": "/usr",
+                               "read_only": True})
         else:
             lower = [str(host_base_layer(self.paths.layers))]
             mounts.append({"type": "bind", "source": "/usr", "target": "/usr",
@@ -263,15 +289,17 @@ class Container:
         each `logs.files`."""
         return _log_dirs(self.cfg, self.record.mounts)
 
-    def write_etc(self) -> None:
+    def write_etc(self, setup: NetSetup | None = None) -> None:
         """/etc/hostname, hosts and resolv.conf, regenerated at each start (as Docker's)
         straight into the writable layer while it is not mounted: no bind mounts to make.
 
         The container controls its layer, so nothing there is followed: a symlinked /etc or
         file is replaced, never written through."""
         hostname = self.cfg.hostname or self.cfg.name
-        files = {"hostname": hostname + "\n", "hosts": _hosts_file(hostname),
-                 "resolv.conf": _resolv_conf()}
+        resolv = setup.resolv if setup is not None and setup.resolv is not None \
+            else _resolv_conf()
+        files = {"hostname": hostname + "\n", "hosts": _hosts_file(hostname, setup),
+                 "resolv.conf": resolv}
         try:
             upper = os.open(self.dir / "upper", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError as e:
@@ -297,18 +325,28 @@ class Container:
         raise ContainerError(self.name, "init = true needs tini-static on the host "
                              "(apt-get install tini)")
 
-    def run_spec(self, cgroup: Cgroup) -> dict[str, Any]:
+    def run_spec(self, cgroup: Cgroup, setup: NetSetup | None = None) -> dict[str, Any]:
         """The request the fork server turns into PID 1 (plain types only: marshal)."""
         lower, mounts = self._lower_and_mounts()
-        return {
+        net: dict[str, Any] = {}
+        mode = setup.mode if setup is not None else "none"
+        if setup is not None and mode == "bridge":
+            # PID 1 waits on fds[4] for the veth, then sets eth0 up itself (init.py).
+            net = {"sync": True, "net": {"address": setup.address, "prefixlen":
+                                         setup.prefixlen, "gateway": setup.gateway}}
+        elif mode in ("host", "container"):
+            net = {"namespaces": ALL_NAMESPACES & ~CLONE_NEWNET}
+            if mode == "container":
+                net["netns_fd"] = 4  # the peer's namespace, joined by setns
+        return net | {
             "op": "run", "cgroup_procs": cgroup.procs_files,
             "merged": str(self.dir / "merged"), "upper": str(self.dir / "upper"),
             "work": str(self.dir / "work"), "lower": lower, "mounts": mounts,
             "hostname": self.cfg.hostname or self.cfg.name, "read_only": self.cfg.read_only,
             "shm_size": self.cfg.shm_size, "init_binary": self._init_binary(),
             "masked": MASKED_PATHS, "readonly_paths": READONLY_PATHS,
-            "argv": self._argv(), "env": self._env(), "cwd": self.cfg.working_dir or "/",
-            "user": self.cfg.user, "caps": self._caps(), "last_cap": self.runtime.last_cap,
+            "argv": self._argv(), "env": self._env(setup), "cwd": self._cwd(),
+            "user": self._user(), "caps": self._caps(), "last_cap": self.runtime.last_cap,
             "rlimits": self._rlimits(), "tty": self.cfg.tty, "no_new_privs": True,
         }
 
@@ -326,24 +364,26 @@ class Container:
         except SupervisorError as e:
             raise ContainerError(self.name, str(e)) from e
         try:
+            setup = await self.network.prepare(self.cfg) if self.network is not None else None
             limits = self._limits()
             if limits != Limits() or not cgroup.fresh:
                 cgroup.apply(limits)
-            spec = self.run_spec(cgroup)
+            spec = self.run_spec(cgroup, setup)
         except SupervisorError as e:
             with contextlib.suppress(SupervisorError):
                 cgroup.remove()
             if isinstance(e, ContainerError):
                 raise
             raise ContainerError(self.name, str(e)) from e
+        self._setup = setup
         try:
-            self.write_etc()
+            self.write_etc(setup)
         except SupervisorError:
             cgroup.remove()
             raise
         self._cgroup, self._exit, self._finished = cgroup, None, trio.Event()
         self._finishing = False
-        proc = await self._spawn(spec, [stdin, stdout, stderr])
+        proc = await self._spawn_networked(spec, [stdin, stdout, stderr], setup)
         self.process = proc
         self.record.status, self.record.pid = "running", proc.pid
         self.record.started_at, self.record.exit_code = now(), None
@@ -351,10 +391,47 @@ class Container:
         self.save()
         return proc
 
-    async def _spawn(self, spec: dict[str, Any], stdio: Sequence[int]) -> ContainerProcess:
+    async def _spawn_networked(self, spec: dict[str, Any], stdio: Sequence[int],
+                               setup: NetSetup | None) -> ContainerProcess:
+        """`_spawn`, with the network wired while PID 1 builds its root (bridge), or the
+        namespace of the container whose network it shares handed over (container:)."""
+        if setup is None or self.network is None or setup.mode in ("none", "host"):
+            return await self._spawn(spec, stdio)
+        network = self.network
+        if setup.mode == "container":
+            try:
+                ns = os.open(f"/proc/{setup.netns_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise ContainerError(self.name, f"network_mode: {e.strerror}") from e
+            try:
+                proc = await self._spawn(spec, stdio, extra=[ns])
+            finally:
+                os.close(ns)
+            await network.wire(setup, self.name, proc.pid)
+            return proc
+        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+
+        async def wire(pid: int) -> None:
+            try:
+                await network.wire(setup, self.name, pid)
+                os.write(sync_w, b"g")
+            finally:
+                os.close(sync_w)  # EOF without "g": PID 1 gives up (exit 125)
+
+        try:
+            return await self._spawn(spec, stdio, wire, extra=[sync_r])
+        finally:
+            os.close(sync_r)
+            with contextlib.suppress(OSError):
+                os.close(sync_w)
+
+    async def _spawn(self, spec: dict[str, Any], stdio: Sequence[int],
+                     after: Callable[[int], Awaitable[None]] | None = None,
+                     extra: Sequence[int] = ()) -> ContainerProcess:
+        """PID 1 gets fds [stdin, stdout, stderr, status, *extra] (init.py's order)."""
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         try:
-            proc = await self.runtime.spawn(spec, [*stdio, status_w])
+            proc = await self.runtime.spawn(spec, [*stdio, status_w, *extra])
         except SupervisorError as e:
             os.close(status_r)
             if self._cgroup is not None and spec["op"] == "run":
@@ -364,7 +441,15 @@ class Container:
         finally:
             os.close(status_w)
         try:
+            wired: ContainerError | None = None
+            if after is not None:
+                try:
+                    await after(proc.pid)
+                except ContainerError as e:
+                    wired = e  # PID 1 exits on its own: reaped below, then reported
             failure = await fdio.read_all(status_r)
+            if wired is not None and not failure:  # PID 1's own failure explains more
+                failure = f"125 {str(wired).partition(': ')[2]}".encode()
         except BaseException:  # cancelled: the new process must not outlive its owner
             proc.send_signal(9)
             with trio.CancelScope(shield=True), trio.move_on_after(5):
@@ -415,6 +500,8 @@ class Container:
                         self.record.error = str(e)
             self._cgroup = None
         self._exit = ExitInfo(code, oom)
+        if self.network is not None:
+            self.network.stopped(self.name)
         self.record.status, self.record.pid = "exited", 0
         self.record.exit_code, self.record.oom_killed = code, oom
         self.record.finished_at = now()
@@ -482,13 +569,13 @@ class Container:
         if target is None:
             raise ContainerError(self.name, "is not running")
         cgroup = self.runtime.cgroups.open(self.record.cgroup)
-        full_env = self._env()
+        full_env = self._env(self._setup)
         full_env.update(env or {})
         spec = {
             "op": "exec", "target_pid": target,
             "cgroup_procs": cgroup.procs_files if cgroup else [],
-            "argv": argv, "env": full_env, "cwd": workdir or self.cfg.working_dir or "/",
-            "user": user if user is not None else self.cfg.user, "caps": self._caps(),
+            "argv": argv, "env": full_env, "cwd": workdir or self._cwd(),
+            "user": user if user is not None else self._user(), "caps": self._caps(),
             "last_cap": self.runtime.last_cap, "rlimits": self._rlimits(), "tty": tty,
             "no_new_privs": True,
         }

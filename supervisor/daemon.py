@@ -18,11 +18,13 @@ import trio
 
 from logging_bus.errors import LogBusError
 from logging_bus.follow import follow
+from logging_bus.forward import Forwarder, open_forwarders
 from logging_bus.store import LogStore
 from supervisor import config
 from supervisor.api import Api
 from supervisor.events import EventBus
 from supervisor.httpserver import serve_unix
+from supervisor.network import open_stack_network
 from supervisor.paths import ProjectPaths
 from supervisor.printer import LinePrinter
 from supervisor.protocol import Event
@@ -43,10 +45,15 @@ async def supervise(stack_cfg: config.Stack, paths: ProjectPaths, *,
         api = Api(stack)
         result = {"code": 0}
         output = StackOutput(store, printer) if printer is not None else None
-        async with trio.open_nursery() as nursery:
+        async with open_stack_network(paths, stack_cfg.stack.network) as network, \
+                trio.open_nursery() as nursery:
+            stack.network = network
             await nursery.start(serve_unix, api.router, str(paths.run / "api.sock"))
             nursery.start_soon(_signals, stack)
             nursery.start_soon(_store_ticker, store)
+            forwarders = _forwarders(stack_cfg, paths, store, notice)
+            for forwarder in forwarders:
+                await nursery.start(forwarder.run)
             if output is not None:
                 events.on_event(output.on_event)
                 nursery.start_soon(output.run)
@@ -55,9 +62,8 @@ async def supervise(stack_cfg: config.Stack, paths: ProjectPaths, *,
             await nursery.start(stack.run)
             task_status.started(stack)
             await stack.finished.wait()
-            if output is not None:
-                with trio.move_on_after(2):
-                    await output.drained()
+            with trio.move_on_after(2):
+                await _drain(output, forwarders)
             nursery.cancel_scope.cancel()
         return result["code"]
 
@@ -77,6 +83,27 @@ def _open_store(paths: ProjectPaths, settings: config.StackLogs,
         yield store
     finally:
         store.close()
+
+
+def _forwarders(cfg: config.Stack, paths: ProjectPaths, store: LogStore,
+                notice: Callable[[str], None]) -> list[Forwarder]:
+    """A task per `[stack.logs.outputs.NAME]`; filters are applied on the way out (the store
+    keeps the bytes as written); cursors are saved in the state dir's `outputs/NAME.cursor`."""
+    logs = cfg.stack.logs
+    return open_forwarders(store, logs.outputs, common=logs.filters,
+                           filters={n: c.logs.filters for n, c in cfg.containers.items()},
+                           project=cfg.project, directory=paths.state / "outputs",
+                           notice=notice)
+
+
+async def _drain(output: StackOutput | None, forwarders: list[Forwarder]) -> None:
+    """Before shutdown: print and forward what the store holds (the caller bounds the time:
+    a receiver may be down; an output resumes from its saved cursor at the next start)."""
+    async with trio.open_nursery() as nursery:
+        if output is not None:
+            nursery.start_soon(output.drained)
+        for forwarder in forwarders:
+            nursery.start_soon(forwarder.drain)
 
 
 async def _store_ticker(store: LogStore) -> None:

@@ -18,7 +18,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import trio
 
 from supervisor import config, fdio
+from supervisor.config_net import StackNetwork
 from supervisor.container import Container, list_records
+from supervisor.errors import ContainerError
+from supervisor.network import open_stack_network
 from supervisor.paths import ProjectPaths
 from supervisor.runtime import ContainerProcess, Runtime
 from supervisor.stack import project_lock
@@ -63,6 +66,9 @@ def raw_terminal(fd: int) -> Iterator[None]:
 
 async def run_container(cfg: config.Container, paths: ProjectPaths, *, remove: bool,
                         interactive: bool) -> int:
+    if cfg.links or cfg.network_mode.startswith("container:"):
+        raise ContainerError(cfg.name, "links and network_mode container: need the project's "
+                             "supervisor (supervise up, or run -d)")
     with project_lock(paths, shared=True), Runtime() as runtime:
         peers = {rec.name: rec for rec in list_records(paths)}
         container = Container.create(runtime, paths, cfg, peers)
@@ -70,9 +76,18 @@ async def run_container(cfg: config.Container, paths: ProjectPaths, *, remove: b
         async def wait() -> int:
             return (await container.wait()).exit_code
 
-        try:
+        async def attach() -> int:
             return await _attach(container.start, wait, container.kill, tty=cfg.tty,
                                  interactive=interactive)
+
+        try:
+            if cfg.network_mode != "bridge":
+                return await attach()
+            # No supervisor runs: a network of the container's own, as `docker run` gets the
+            # default bridge (with outbound access; other containers' names do not resolve).
+            async with open_stack_network(paths, StackNetwork(), persist=False) as network:
+                container.network = network
+                return await attach()
         finally:
             if remove:
                 container.remove(volumes=True)

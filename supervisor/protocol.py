@@ -121,6 +121,17 @@ class ContainerInspect(msgspec.Struct, frozen=True, kw_only=True):
     state: ContainerState
     mounts: list[MountRecord]
     cgroup: str
+    network: NetworkView | None = None
+
+
+class NetworkView(msgspec.Struct, frozen=True, kw_only=True):
+    """inspect's network part: the mode, and on the stack network its sticky address."""
+
+    mode: str
+    ip_address: str = ""
+    gateway: str = ""
+    mac_address: str = ""
+    ports: list[str] = []  # as `supervise port`: "3000/tcp -> 0.0.0.0:8080"
 
 
 class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):

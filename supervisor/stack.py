@@ -23,6 +23,7 @@ from supervisor import config, plan, restart
 from supervisor.container import Container, list_records
 from supervisor.errors import ContainerError, SupervisorError
 from supervisor.events import EventBus
+from supervisor.network import StackNet
 from supervisor.paths import ProjectPaths
 from supervisor.protocol import ContainerRecord
 from supervisor.runtime import Runtime
@@ -114,6 +115,7 @@ class Stack:
         self._shutdown = trio.Event()
         self._stopping = False
         self.finished = trio.Event()  # set once `run` has stopped (and removed) everything
+        self.network: StackNet | None = None  # the stack's network (daemon.py opens it)
         self.remove_on_shutdown = False  # `down`: remove the containers after stopping them
         self.down_volumes = False  # `down -v`: and their volumes
 
@@ -150,6 +152,8 @@ class Stack:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             records = self._records()
+            if self.network is not None:
+                self.network.reserve(list(self.config.containers.values()))
             for level in plan.start_order(self.config.containers):
                 for name in level:
                     container = self._container_for(self.config.containers[name], records)
@@ -178,6 +182,7 @@ class Stack:
 
     def _add(self, container: Container, start: bool = True) -> Service:
         assert self._nursery is not None
+        container.network = self.network
         service = Service(container, self.events, self.logs, will_start=start)
         self.services[container.name] = service
         self._nursery.start_soon(self._supervise_scoped, service, start)
@@ -189,17 +194,21 @@ class Stack:
 
     async def _supervise(self, service: Service, start: bool) -> None:
         """Waits for the service's dependencies' conditions, then runs its loop."""
-        deps = service.container.cfg.depends_on
+        cfg = service.container.cfg
+        # depends_on as written, plus the implicit edges (links, volumes_from, a shared
+        # network), which are required and wait for a start.
+        deps = [(dep, condition, cfg.depends_on[dep].required if dep in cfg.depends_on
+                 else True) for dep, condition in sorted(cfg.dependencies().items())]
         user_stops = service.user_stops
         try:
-            for dep, spec in sorted(deps.items()):
+            for dep, condition, required in deps:
                 other = self.services.get(dep)
                 try:
                     if other is None:
                         raise DependencyFailed(f"dependency {dep} is not part of the stack")
-                    await other.wait_for(spec.condition)
+                    await other.wait_for(condition)
                 except DependencyFailed as e:
-                    if spec.required:
+                    if required:
                         raise
                     self.notice(f"{service.name}: {e} (not required: starting anyway)")
         except DependencyFailed as e:
@@ -244,6 +253,8 @@ class Stack:
                       if m.type == "volume" and m.name and not m.anonymous}
             service.container.remove(volumes=True)
             del self.services[name]
+            if self.network is not None:
+                self.network.release(name)
             self.events.publish("destroy", name)
         if self.down_volumes:
             store = Volumes(self.paths)
@@ -270,10 +281,14 @@ class Stack:
         """`run`/`create` joining a running stack."""
         if cfg.name in self.services:
             raise ContainerError(cfg.name, "the container name is already in use", exit_code=1)
-        for vf in cfg.volumes_from:
-            if vf.container not in self.services:
-                raise ContainerError(cfg.name, f"volumes_from: no container named "
-                                     f"{vf.container!r}", exit_code=1)
+        needs = [("volumes_from", vf.container) for vf in cfg.volumes_from]
+        needs += [("links", link.container) for link in cfg.links]
+        if cfg.network_mode.startswith("container:"):
+            needs.append(("network_mode", cfg.network_mode[10:]))
+        for key, other in needs:
+            if other not in self.services:
+                raise ContainerError(cfg.name, f"{key}: no container named {other!r}",
+                                     exit_code=1)
         container = Container.create(self.runtime, self.paths, cfg, self._records())
         self.events.publish("create", cfg.name)
         return self._add(container, start=start)
@@ -288,12 +303,16 @@ class Stack:
         service.container.remove(volumes=volumes)
         service.scope.cancel()
         del self.services[name]
+        if self.network is not None:
+            self.network.release(name)
         self.events.publish("destroy", name)
 
     async def apply(self, new: config.Stack) -> list[str]:
         """`up` with an edited stack file: recreates only the containers that changed."""
         changed = []
         records = self._records()
+        if self.network is not None:
+            self.network.reserve(list(new.containers.values()))
         for level in plan.start_order(new.containers):
             for name in level:
                 cfg = new.containers[name]

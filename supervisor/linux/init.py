@@ -75,6 +75,11 @@ PR_SET_NO_NEW_PRIVS = 38
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 SIOCSIFFLAGS = 0x8914
+SIOCSIFADDR = 0x8916
+SIOCSIFNETMASK = 0x891C
+SIOCADDRT = 0x890B
+RTF_UP = 0x1
+RTF_GATEWAY = 0x2
 IFF_UP = 0x1
 TIOCSCTTY = 0x540E
 
@@ -336,6 +341,42 @@ def loopback_up() -> None:
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", IFF_UP))
 
 
+class _SockAddr(ctypes.Structure):
+    _fields_ = [("family", ctypes.c_ushort), ("data", ctypes.c_char * 14)]
+
+
+class _RtEntry(ctypes.Structure):  # <net/route.h>, for SIOCADDRT
+    _fields_ = [("pad1", ctypes.c_ulong), ("dst", _SockAddr), ("gateway", _SockAddr),
+                ("genmask", _SockAddr), ("flags", ctypes.c_ushort), ("pad2", ctypes.c_short),
+                ("pad3", ctypes.c_ulong), ("pad4", ctypes.c_void_p), ("metric", ctypes.c_short),
+                ("dev", ctypes.c_char_p), ("mtu", ctypes.c_ulong), ("window", ctypes.c_ulong),
+                ("irtt", ctypes.c_ushort)]
+
+
+def _sockaddr_in(address: str) -> bytes:
+    return struct.pack("=H2s4s8x", socket.AF_INET, b"\0\0", socket.inet_aton(address))
+
+
+def configure_eth0(net: dict[str, Any]) -> None:
+    """eth0's address, up, and the default route: three ioctls here instead of a netlink
+    socket in this namespace on the supervisor's side (the veth was made there, already
+    carrying its MAC)."""
+    mask = socket.inet_ntoa(struct.pack("!I", (0xFFFFFFFF << (32 - net["prefixlen"]))
+                                        & 0xFFFFFFFF))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for request, value in ((SIOCSIFADDR, net["address"]), (SIOCSIFNETMASK, mask)):
+            fcntl.ioctl(s.fileno(), request, struct.pack("16s16s", b"eth0",
+                                                         _sockaddr_in(value)))
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"eth0", IFF_UP))
+        if net.get("gateway"):
+            rt = _RtEntry()
+            ctypes.memmove(ctypes.byref(rt.dst), _sockaddr_in("0.0.0.0"), 16)
+            ctypes.memmove(ctypes.byref(rt.genmask), _sockaddr_in("0.0.0.0"), 16)
+            ctypes.memmove(ctypes.byref(rt.gateway), _sockaddr_in(net["gateway"]), 16)
+            rt.flags = RTF_UP | RTF_GATEWAY
+            fcntl.ioctl(s.fileno(), SIOCADDRT, bytes(rt))
+
+
 def _read_table(path: str) -> list[list[str]]:
     try:
         with open(path) as f:
@@ -473,11 +514,6 @@ def container_main(spec: dict[str, Any], fds: list[int], staged: bool = False) -
     """PID 1 of a new container, until exec."""
     status = fds[3]
     try:
-        if spec.get("sync"):
-            # The supervisor wires the network first; EOF without a byte means give up.
-            if os.read(fds[4], 1) != b"g":
-                os._exit(EXIT_SETUP)
-            os.close(fds[4])
         if not staged:
             os.setsid()
         build_root(spec, staged)
@@ -486,6 +522,16 @@ def container_main(spec: dict[str, Any], fds: list[int], staged: bool = False) -
             _check(libc.sethostname(hostname.encode(), len(hostname.encode())), "sethostname")
         if not staged:
             loopback_up()
+        if spec.get("sync"):
+            # The supervisor wires the network meanwhile; EOF without a byte means give up.
+            if os.read(fds[4], 1) != b"g":
+                os._exit(EXIT_SETUP)
+            os.close(fds[4])
+        if spec.get("net"):
+            try:
+                configure_eth0(spec["net"])
+            except OSError as e:
+                raise SetupError(f"network: eth0: {e.strerror}") from e
         become_process(spec, fds[:3], status)
     except BaseException as e:
         _fail(status, e)
@@ -574,6 +620,9 @@ def _clone(namespaces: int) -> int:
 def start_container(req: dict[str, Any], fds: list[int], staged: bool = False) -> NoReturn:
     """In the new PID 1: cgroups, the cgroup namespace, then the container."""
     try:
+        if "netns_fd" in req:  # network_mode container:NAME: its namespace, not a new one
+            _check(libc.setns(fds[req["netns_fd"]], CLONE_NEWNET), "setns network")
+            os.close(fds[req["netns_fd"]])
         # The cgroup namespace's root is the cgroup at unshare time: join first.
         _join_cgroups(req.get("cgroup_procs", []))
         if req.get("namespaces", ALL_NAMESPACES) & CLONE_NEWCGROUP:

@@ -6,10 +6,14 @@ Each test names the acceptance point of issue 4 it shows.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from supervisor.paths import ProjectPaths
 from tests.privileged.supervised import Supervised, make_stack
@@ -91,32 +95,39 @@ command = ["sh", "-c", "sleep 0.1; echo b1; echo b2"]
 
 def test_follow_history_then_live_across_a_restart(stack: list[Supervised],
                                                    project: ProjectPaths, tmp_path: Path,
-                                                   busybox_rootfs: Path) -> None:
-    """Point 3: -f started mid-stream: history then live, no gap, no duplicate, across a
-    restart of the followed container."""
+                                                   busybox_rootfs: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point 3: -f started mid-stream: history then live, no gap, no duplicate, across
+    restarts of the followed container and rotations of the store's segments (64 KiB
+    segments here, so each run of the container fills one or two)."""
+    monkeypatch.setenv("SUPERVISE_LOG_SEGMENT_BYTES", str(64 << 10))
     s = start(stack, project, tmp_path, """
 [containers.tick]
 rootfs = "ROOTFS"
-command = ["sh", "-c", "r=$$(cut -c1-8 /proc/sys/kernel/random/uuid); i=0; while [ $$i -lt 15 ]; do i=$$((i+1)); echo run-$$r-$$i; sleep 0.05; done"]
+command = ["sh", "-c", "r=$$(cut -c1-8 /proc/sys/kernel/random/uuid); seq 1 4000 | sed 's/^/run-'$$r'-bulk-/'; i=0; while [ $$i -lt 15 ]; do i=$$((i+1)); echo run-$$r-$$i; sleep 0.05; done"]
 restart = "always"
 restart_backoff = { initial = "0s" }
 """, busybox_rootfs)
     s.wait_event("start", "tick", count=2)
-    with subprocess.Popen([sys.executable, "-m", "supervisor", "-p", project.project, "logs",
-                           "-f", "tick"], stdout=subprocess.PIPE, text=True) as follower:
-        assert follower.stdout is not None
+    segments_before = len(list(project.logs.glob("*.seg")))
+    output = tmp_path / "followed.txt"  # a file, not a pipe: the follower never blocks
+    with output.open("w") as out, subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "-p", project.project, "logs", "-f", "tick"],
+            stdout=out) as follower:
         s.wait_event("start", "tick", count=4, timeout=60)
         time.sleep(0.2)
         s.ok("stop", "tick")
         time.sleep(0.5)
         follower.terminate()
-        out, _ = follower.communicate(timeout=10)
-    lines = out.splitlines()
-    assert len(lines) == len(set(lines))
+        follower.wait(timeout=10)
+    assert len(list(project.logs.glob("*.seg"))) > segments_before + 1  # rotated meanwhile
+    lines = output.read_text().splitlines()
+    assert len(lines) == len(set(lines)), [x for x in lines if not x.startswith("run-")][:5]
     history = s.ok("logs", "tick").splitlines()
     assert lines == history[:len(lines)]  # the same lines, in the same order, none missing
     runs = [line.split("-")[1] for line in lines]
     assert len(set(runs)) >= 4  # across restarts
+    assert sum(line.endswith("-bulk-4000") for line in lines) >= 3
 
 
 def test_foreground_output_comes_from_the_store(project: ProjectPaths, tmp_path: Path,
@@ -231,3 +242,80 @@ stop_grace_period = "0s"
     time.sleep(1.5)  # a tick of the tailer after the planted files
     assert s.ok("logs", "sly") == "ok\n"
     assert s.state("sly")["status"] == "running"  # the supervisor is fine too
+
+
+REDIS_LOG = "/var/log/redis/redis-server.log"
+
+
+def _stored(s: Supervised, name: str, marker: str, timeout: float = 30) -> list[str]:
+    """The container's file lines once ``marker`` is among them (the tailer caught up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = s.ok("logs", "--source", "file", name).splitlines()
+        if any(line.endswith(marker) for line in lines):
+            return lines
+        assert time.monotonic() < deadline, f"{marker} never stored"
+        time.sleep(0.1)
+
+
+def test_redis_log_file_rotated_and_resumed_after_a_supervisor_restart(
+        stack: list[Supervised], project: ProjectPaths, tmp_path: Path) -> None:
+    """Point 2: a real redis-server writes its log file into a volume; the file is rotated by
+    rename and by copytruncate while redis logs, then rotated again while the supervisor is
+    down (kill -9); every line arrives once, in order, none lost or repeated."""
+    s = start(stack, project, tmp_path, f"""
+[containers.redis]
+image = "host"
+command = ["redis-server", "--port", "0", "--unixsocket", "/tmp/redis.sock", "--dir", "/tmp",
+           "--save", "", "--logfile", "{REDIS_LOG}", "--enable-debug-command", "yes"]
+volumes = ["redislog:/var/log/redis"]
+logs = {{ files = ["/var/log/redis/*.log"] }}
+stop_grace_period = "1s"
+""", Path("/"))
+
+    def say(tag: str, n: int) -> None:
+        """`DEBUG LOG` writes its argument as a line of redis's log: ``mark-TAG-1`` ..."""
+        s.ok("exec", "redis", "sh", "-c", f"for i in $(seq 1 {n}); do redis-cli -s "
+             f"/tmp/redis.sock DEBUG LOG mark-{tag}-$i >/dev/null || exit 1; done")
+        _stored(s, "redis", f"mark-{tag}-{n}")
+
+    log = project.volumes / "redislog" / "_data" / "redis-server.log"
+    deadline = time.monotonic() + 30
+    while b"ready to accept" not in (log.read_bytes() if log.exists() else b""):
+        assert time.monotonic() < deadline, "redis did not start"
+        time.sleep(0.1)
+    say("a", 30)
+    log.rename(log.with_name("redis-server.log.1"))  # rename rotation; redis reopens per line
+    say("b", 30)
+    shutil.copyfile(log, log.with_name("redis-server.log.2"))  # copytruncate
+    os.truncate(log, 0)
+    say("c", 5)  # fewer bytes than were there: the truncation is seen whatever the timing
+
+    s.kill9()  # redis goes down with its supervisor
+    s.reap_orphans()
+    with log.open("ab") as f:  # lines that land while nobody tails...
+        f.write(b"d-1 written while the supervisor was down\nd-2 also\n")
+    log.rename(log.with_name("redis-server.log.3"))  # ...and a rotation nobody saw
+    log.write_bytes(b"e-1 in the new file\n")
+    assert s.up().returncode == 0
+    s.reap_orphans()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            say("f", 10)
+            break
+        except AssertionError:
+            assert time.monotonic() < deadline, "redis did not come back"
+            time.sleep(0.2)
+
+    written = b"".join((log.with_name(f"redis-server.log.{k}")).read_bytes()
+                       for k in (1, 2, 3)) + log.read_bytes()
+    stored = s.ok("logs", "--source", "file", "redis")
+    assert stored == written.decode()
+    lines = stored.splitlines()
+    for tag, n in (("a", 30), ("b", 30), ("c", 5), ("f", 10)):
+        mine = [line.rsplit(" ", 1)[1] for line in lines if f" mark-{tag}-" in line]
+        assert mine == [f"mark-{tag}-{i}" for i in range(1, n + 1)]
+    records = [json.loads(line) for line in s.ok("logs", "--json", "--source", "file",
+                                                 "redis").splitlines()]
+    assert {r["source"] for r in records} == {f"file:{REDIS_LOG}"}

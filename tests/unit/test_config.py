@@ -70,7 +70,43 @@ BAD: list[tuple[str, str, str]] = [
     ("unknown-key", WEB + "bogus = 1\n", "stack.toml: containers.web.bogus: unknown key"),
     ("typo-key", WEB + 'mem_limt = "1g"\n',
      "stack.toml: containers.web.mem_limt: unknown key (did you mean 'mem_limit'?)"),
-    ("later-key", WEB + 'ports = ["8080:80"]\n', "stack.toml: containers.web.ports: unknown key"),
+    ("port-short", WEB + 'ports = ["8080:"]\n',
+     "stack.toml: containers.web.ports[0]: expected '[IP:][HOST:]CONTAINER[/tcp|udp]' such as "
+     "'8080:3000', got '8080:'"),
+    ("port-range", WEB + 'ports = ["80", "70000:80"]\n',
+     "stack.toml: containers.web.ports[1]: host port 70000 is out of range 1-65535, "
+     "got '70000:80'"),
+    ("port-proto", WEB + 'ports = ["53:53/sctp"]\n',
+     "stack.toml: containers.web.ports[0]: expected the protocol 'tcp' or 'udp', got '53:53/sctp'"),
+    ("port-ip", WEB + 'ports = ["localhost:80:80"]\n',
+     "stack.toml: containers.web.ports[0]: expected an IP address before the host port, "
+     "got 'localhost:80:80'"),
+    ("port-twice", WEB + 'ports = ["80:80", "80:81"]\n',
+     "stack.toml: containers.web.ports[1]: host port 80/tcp is published twice"),
+    ("ports-host-mode", WEB + 'network_mode = "host"\nports = ["80:80"]\n',
+     "stack.toml: containers.web.ports: publishing ports needs network_mode 'bridge', "
+     "got 'host'"),
+    ("network-mode", WEB + 'network_mode = "overlay"\n',
+     "stack.toml: containers.web.network_mode: expected 'bridge', 'none', 'host' or "
+     "'container:NAME', got 'overlay'"),
+    ("network-mode-peer", WEB + 'network_mode = "container:db"\n',
+     "stack.toml: containers.web.network_mode: no container named 'db' in this stack"),
+    ("link-missing", WEB + 'links = ["db:database"]\n',
+     "stack.toml: containers.web.links[0]: no container named 'db' in this stack"),
+    ("link-form", WEB + 'links = ["db:data:base"]\n',
+     "stack.toml: containers.web.links[0]: expected 'NAME' or 'NAME:ALIAS' such as "
+     "'redis_primary:db', got 'db:data:base'"),
+    ("expose-form", WEB + 'expose = ["80-90"]\n',
+     "stack.toml: containers.web.expose[0]: expected 'PORT[/tcp|udp]' such as '6379', "
+     "got '80-90'"),
+    ("extra-hosts-ip", WEB + 'extra_hosts = ["db:10.0.0.300"]\n',
+     "stack.toml: containers.web.extra_hosts[0]: expected an IP address for 'db', "
+     "got '10.0.0.300'"),
+    ("subnet", '[stack.network]\nsubnet = "10.0.0.0/33"\n' + WEB,
+     "stack.toml: stack.network.subnet: expected an IPv4 subnet such as '10.88.0.0/16', "
+     "got '10.0.0.0/33'"),
+    ("outbound-type", '[stack.network]\noutbound = "yes"\n' + WEB,
+     "stack.toml: stack.network.outbound: expected a boolean, got 'yes'"),
     ("image-and-rootfs", WEB + 'rootfs = "./r"\n',
      "stack.toml: containers.web: expected exactly one of 'image' or 'rootfs', got both"),
     ("no-image", "[containers.web]\ntty = true\n",
@@ -259,8 +295,8 @@ BAD: list[tuple[str, str, str]] = [
     ("project-name", '[stack]\nname = "My Shop"\n' + WEB,
      "stack.toml: stack.name: expected a project name of lower-case letters, digits, '_' and "
      "'-', starting with a letter or digit, got 'My Shop'"),
-    ("stack-later-key", '[stack]\nnetwork = "10.0.0.0/24"\n' + WEB,
-     "stack.toml: stack.network: unknown key"),
+    ("stack-network-table", '[stack]\nnetwork = "10.0.0.0/24"\n' + WEB,
+     "stack.toml: stack.network: expected a table, got '10.0.0.0/24'"),
     ("stack-name-type", "[stack]\nname = 5\n" + WEB,
      "stack.toml: stack.name: expected a string, got 5"),
 ]

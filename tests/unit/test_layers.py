@@ -16,30 +16,45 @@ LAYERS: dict[str, int] = {
     "supervisor.config_keys": 0, "supervisor.units": 0, "supervisor.interpolate": 0,
     "supervisor.toml_writer": 0, "supervisor.protocol": 0, "supervisor.paths": 0,
     "supervisor.capabilities": 0, "supervisor.config_lifecycle": 0, "supervisor.graph": 0,
+    "supervisor.config_net": 0,
     "logging_bus": 0, "logging_bus.errors": 0, "logging_bus.record": 0,
+    "logging_bus.specs": 0, "supervisor.config_logs": 0,
     # L1 pure
     "supervisor.restart": 1, "supervisor.health": 1, "supervisor.plan": 1,
-    "logging_bus.framing": 1,
+    "supervisor.ipam": 1, "supervisor.dnswire": 1,
+    "logging_bus.framing": 1, "logging_bus.filters": 1,
     # L2 kernel (sync, no trio)
     "supervisor.linux": 2, "supervisor.linux.init": 2, "supervisor.linux.namespaces": 2,
-    "supervisor.linux.cgroups": 2,
+    "supervisor.linux.cgroups": 2, "supervisor.linux.netlink": 2, "supervisor.linux.nft": 2,
     "logging_bus.segment": 2,
     # L3 engines
     "supervisor.runtime": 3, "supervisor.container": 3, "supervisor.volumes": 3,
     "supervisor.rootfs": 3, "supervisor.httpserver": 3, "supervisor.events": 3,
-    "supervisor.fdio": 3,
+    "supervisor.fdio": 3, "supervisor.network": 3, "supervisor.ports": 3,
+    "supervisor.images": 3, "supervisor.images.reference": 0, "supervisor.images.oci": 0,
+    "supervisor.images.containerfile": 1, "supervisor.images.layers": 3,
+    "supervisor.images.store": 3, "supervisor.images.use": 3, "supervisor.images.archive": 3,
+    "supervisor.images.registry": 3, "supervisor.images.build": 4,
+    "supervisor.images.commit": 4, "supervisor.images.context": 3,
     "logging_bus.store": 3, "logging_bus.reader": 3, "logging_bus.follow": 3,
     "logging_bus.query": 3,
-    "logging_bus.sources": 3,
+    "logging_bus.sources": 3, "logging_bus.forward": 3, "logging_bus.sinks": 3,
+    "logging_bus.sinks.console": 3, "logging_bus.sinks.jsonfile": 3,
+    "logging_bus.sinks.syslog": 3, "logging_bus.sinks.http": 3, "logging_bus.sinks.loki": 3,
+    "logging_bus.sinks.elasticsearch": 3,
     # L4 orchestrate
     "supervisor.foreground": 4, "supervisor.service": 4, "supervisor.stack": 4,
     "supervisor.api": 4, "supervisor.daemon": 4, "supervisor.printer": 4,
     # L5 entry
     "supervisor.cli": 5, "supervisor.__main__": 5, "supervisor.client": 5,
-    "supervisor.cli_api": 5,
+    "supervisor.cli_api": 5, "supervisor.cli_common": 5, "supervisor.cli_logs": 5,
+    "supervisor.lightclient": 5, "supervisor.cli_images": 5,
+    "supervisor.tui": 5, "supervisor.tui.fmt": 5, "supervisor.tui.model": 5,
+    "supervisor.tui.commands": 5, "supervisor.tui.feed": 5, "supervisor.tui.runner": 5,
+    "supervisor.tui.view": 5, "supervisor.tui.app": 5, "supervisor.tui.plain": 5,
 }
 THIRD_PARTY_HOME = {"pyroute2": {"supervisor.linux.netlink"},
-                    "prompt_toolkit": {"supervisor.tui"}, "httpx": {"supervisor.client"},
+                    "prompt_toolkit": {"supervisor.tui"}, "httpx": {"supervisor.client", "logging_bus.sinks.http"},
                     "h11": {"supervisor.httpserver"}}
 # The client runs in the CLI and in the TUI's asyncio process: only wire shapes and errors.
 CLIENT_MAY_IMPORT = {"supervisor.protocol", "supervisor.errors", "logging_bus.record"}

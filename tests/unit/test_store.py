@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from logging_bus.errors import StoreClosed, StoreError, StoreLocked
-from logging_bus.framing import HEADER_SIZE, MAX_LINE
-from logging_bus.segment import SIDECAR, SUFFIX
+from logging_bus.framing import HEADER_SIZE, MAX_LINE, Header
+from logging_bus.segment import SIDECAR, SUFFIX, BlockFile
 from logging_bus.store import LogStore
 
 SMALL = 64 << 10  # the smallest segment size: rotation every few dozen appends
@@ -174,6 +174,120 @@ def test_seeks_inside_a_big_segment_use_the_index(store: LogStore) -> None:
         assert next(iter(store.read(seq))).seq == seq
         assert store.seq_at(float((seq - 1) // 20)) == (seq - 1) // 20 * 20 + 1
     assert store.tail_cursor(1234) == 40_000 - 1233
+
+
+class CountingReads:
+    """Counts the header reads of every BlockFile, to show what a query walks."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.headers = 0
+        real = BlockFile.header
+
+        def header(bf: BlockFile, off: int, end: int, min_seq: int = 0) -> Header | None:
+            self.headers += 1
+            return real(bf, off, end, min_seq)
+        monkeypatch.setattr(BlockFile, "header", header)
+
+
+def quiet_beside_chatty(d: Path, chatty_blocks: int) -> LogStore:
+    """`quiet` writes 30 lines, then `chatty` writes many 64 KiB blocks after them."""
+    s = LogStore.open(d, fsync="never", segment_bytes=1 << 20)
+    for i in range(3):
+        s.append("quiet", "stdout", numbered("q", i * 10, i * 10 + 10), now=float(i))
+    block = numbered("c", 0, 1000)[:65536]
+    block = block[:block.rfind(b"\n") + 1]
+    for i in range(chatty_blocks):
+        s.append("chatty", "stdout", block, now=10.0 + i)
+    s.append("quiet", "stderr", b"late error\n", now=10.0 + chatty_blocks)
+    return s
+
+
+@pytest.mark.parametrize("reopen", [False, True])
+def test_a_quiet_container_is_read_without_walking_the_others(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reopen: bool) -> None:
+    """Point 7 (c): tail and reads of one container cost the same whatever others wrote
+    after it: the per-source ranges let the reader jump (also from saved sidecars)."""
+    d = tmp_path / "logs"
+    s = quiet_beside_chatty(d, 200)  # 12.5 MB in 13 segments, 200 blocks of others
+    if reopen:
+        s.close()
+        s = LogStore.open(d, fsync="never")
+    with s:
+        assert len(s.segments) > 10
+        counter = CountingReads(monkeypatch)
+        cursor = s.tail_cursor(3, containers={"quiet"})
+        got = list(s.read(cursor, containers={"quiet"}))
+        assert [r.line for r in got] == [b"q 000028 " + b"." * 54, b"q 000029 " + b"." * 54,
+                                         b"late error"]
+        assert counter.headers < 40, counter.headers
+        counter.headers = 0
+        out = list(s.read(1, containers={"quiet"}, sources={"stdout"}))
+        assert len(out) == 30 and counter.headers < 40, counter.headers
+        counter.headers = 0
+        assert b"".join(c.data for c in s.read_raw(5, containers={"quiet"})) == \
+            numbered("q", 4, 30) + b"late error\n"
+        assert counter.headers < 40, counter.headers
+        everything = list(s.read(1))
+        assert len(everything) == 31 + 200 * len(numbered("c", 0, 1000)[:65536].split(b"\n")[:-1])
+
+
+def test_a_follower_of_a_quiet_container_sees_its_later_lines(tmp_path: Path) -> None:
+    """The reader jumps past the others to the end, and still sees what comes later."""
+    s = quiet_beside_chatty(tmp_path / "logs", 40)
+    with s, s.reader(1, containers={"quiet"}) as reader:
+        assert len(list(reader.records())) == 31
+        s.append("chatty", "stdout", b"noise\n" * 100)
+        assert list(reader.records()) == []
+        s.append("quiet", "stdout", b"again\n")
+        for _ in range(30):
+            s.append("chatty", "stdout", b"noise\n" * 10_000)
+        s.append("quiet", "stdout", b"and again\n")
+        assert [r.line for r in reader.records()] == [b"again", b"and again"]
+        assert reader.cursor == s.last_seq + 1
+
+
+def test_an_older_sidecar_without_ranges_is_rebuilt(tmp_path: Path) -> None:
+    d = tmp_path / "logs"
+    quiet_beside_chatty(d, 40).close()
+    import msgspec
+
+    for idx in d.glob("*" + SIDECAR):
+        side = msgspec.msgpack.decode(idx.read_bytes())
+        del side["ranges"]
+        idx.write_bytes(msgspec.msgpack.encode(side))
+    with LogStore.open(d, fsync="never") as s:
+        assert all(seg.ranges for seg in s.segments if seg.has_lines)
+        assert [r.line for r in s.read(s.tail_cursor(1, {"quiet"}), containers={"quiet"})] \
+            == [b"late error"]
+
+
+def test_fsync_1s_syncs_in_its_own_thread(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller of append (an event loop) never waits on fdatasync; lines are synced
+    within a second, by the store's syncer thread, also when no more appends come."""
+    import threading
+
+    synced: list[str] = []
+    done = threading.Event()
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced.append(threading.current_thread().name)
+        real(fd)
+        done.set()
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    with LogStore.open(tmp_path / "logs", segment_bytes=SMALL) as s:
+        for i in range(100):  # several rotations: each old segment is synced by the syncer
+            s.append("c", "stdout", numbered("a", i * 20, i * 20 + 20))
+        me = threading.current_thread().name
+        assert me not in synced
+        assert done.wait(10)
+        s.sync()  # only asks
+        assert me not in synced
+        s.append("c", "stdout", b"last\n")
+        s.sync(wait=True)
+        assert me in synced
+    assert synced and all(name.startswith("log-sync") for name in synced if name != me)
 
 
 def test_time_never_goes_back(store: LogStore) -> None:
@@ -430,3 +544,38 @@ def test_a_tailer_resumes_exactly_after_restart(tmp_path: Path, how: str) -> Non
         ino, pos = s.position("app", "file:/app.log") or (0, 0)
     assert got == content[:pos].split(b"\n")[:-1]
     assert len(got) > 100
+
+
+async def test_stream_raw_history_then_live_in_even_chunks(tmp_path: Path) -> None:
+    """The bytes as written, one container's only, history then live across rotations;
+    history comes in chunks of exactly ``max_bytes`` (see follow.stream_raw)."""
+    import trio
+
+    from logging_bus.follow import stream_raw
+
+    with LogStore.open(tmp_path / "logs", fsync="never", segment_bytes=SMALL) as s:
+        for i in range(40):
+            s.append("web", "stdout", numbered("w", i * 20, i * 20 + 20))
+            s.append("db", "stdout", numbered("d", i * 20, i * 20 + 20))
+        history = [c async for c in stream_raw(s, 1, containers={"web"}, max_bytes=10_000)]
+        assert b"".join(history) == numbered("w", 0, 800)
+        assert {len(c) for c in history[:-1]} == {10_000}
+        got = bytearray()
+
+        async def follow_web() -> None:
+            async for data in stream_raw(s, 1, containers={"web"}, live=True,
+                                         max_bytes=10_000):
+                got.extend(data)
+                if len(got) >= len(numbered("w", 0, 1600)):
+                    return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow_web)
+            for i in range(40, 80):
+                await trio.sleep(0)
+                s.append("db", "stdout", numbered("d", i * 20, i * 20 + 20))
+                s.append("web", "stdout", numbered("w", i * 20, i * 20 + 20))
+        assert bytes(got) == numbered("w", 0, 1600)
+        assert len(s.segments) > 2
+        until = [c async for c in stream_raw(s, 1, containers={"web"}, until_seq=41)]
+        assert b"".join(until) == numbered("w", 0, 20)
