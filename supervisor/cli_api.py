@@ -78,10 +78,11 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 def _ago(stamp: str) -> str:
     seconds = max(0, int(time.time() - datetime.fromisoformat(stamp).timestamp()))
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return f"{seconds} seconds ago"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size or unit == "second":
+            n = seconds // size
+            return f"{n} {unit}{'' if n == 1 else 's'} ago"  # as Docker: "1 minute ago"
+    raise AssertionError("unreachable")
 
 
 def print_table(rows: list[list[str]]) -> None:

@@ -410,20 +410,22 @@ class Container:
             await network.wire(setup, self.name, proc.pid)
             return proc
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+        open_w = [sync_w]  # closed exactly once: a number closed twice may be someone else's
 
         async def wire(pid: int) -> None:
             try:
                 await network.wire(setup, self.name, pid)
-                os.write(sync_w, b"g")
+                with contextlib.suppress(BrokenPipeError):  # PID 1 died: its status says why
+                    os.write(sync_w, b"g")
             finally:
-                os.close(sync_w)  # EOF without "g": PID 1 gives up (exit 125)
+                os.close(open_w.pop())  # EOF without "g": PID 1 gives up (exit 125)
 
         try:
             return await self._spawn(spec, stdio, wire, extra=[sync_r])
         finally:
             os.close(sync_r)
-            with contextlib.suppress(OSError):
-                os.close(sync_w)
+            if open_w:  # _spawn failed before `wire` ran
+                os.close(open_w.pop())
 
     async def _spawn(self, spec: dict[str, Any], stdio: Sequence[int],
                      after: Callable[[int], Awaitable[None]] | None = None,

@@ -139,26 +139,37 @@ async def serve_tcp(listener: socket.socket, connect: Connect) -> None:
 # -- UDP --------------------------------------------------------------------------------------
 
 
-async def serve_udp(listener: socket.socket, connect: Connect) -> None:
-    """One upstream socket per client address; replies go back from the published port."""
-    sock = trio.socket.from_stdlib_socket(listener)
-    flows: dict[tuple[str, int], tuple[trio.socket.SocketType, trio.CancelScope]] = {}
+class _Flow:
+    """One client address of a published UDP port: its upstream socket and last activity."""
 
-    async def flow(addr: tuple[str, int], up: trio.socket.SocketType,
-                   scope: trio.CancelScope) -> None:
-        with scope:
-            try:
-                while True:
-                    with trio.move_on_after(UDP_IDLE) as idle:
-                        reply = await up.recv(65535)
-                    if idle.cancelled_caught:
+    def __init__(self, up: trio.socket.SocketType) -> None:
+        self.up = up
+        self.last = trio.current_time()
+
+
+async def serve_udp(listener: socket.socket, connect: Connect) -> None:
+    """One upstream socket per client address; replies go back from the published port.  A
+    flow ends after UDP_IDLE seconds with no datagram either way."""
+    sock = trio.socket.from_stdlib_socket(listener)
+    flows: dict[tuple[str, int], _Flow] = {}
+
+    async def replies(addr: tuple[str, int], flow: _Flow) -> None:
+        try:
+            while True:
+                with trio.move_on_at(flow.last + UDP_IDLE) as idle:
+                    reply = await flow.up.recv(65535)
+                if idle.cancelled_caught:
+                    if trio.current_time() >= flow.last + UDP_IDLE:
                         break
-                    with contextlib.suppress(OSError):
-                        await sock.sendto(reply, addr)
-            except OSError:
-                pass
-        flows.pop(addr, None)
-        up.close()
+                    continue  # traffic the other way meanwhile: wait on
+                flow.last = trio.current_time()
+                with contextlib.suppress(OSError):
+                    await sock.sendto(reply, addr)
+        except OSError:
+            pass
+        finally:
+            flows.pop(addr, None)
+            flow.up.close()
 
     try:
         async with trio.open_nursery() as nursery:
@@ -167,15 +178,17 @@ async def serve_udp(listener: socket.socket, connect: Connect) -> None:
                     data, addr = await sock.recvfrom(65535)
                 except OSError:
                     continue
-                entry = flows.get(addr)
-                if entry is None:
+                flow = flows.get(addr)
+                if flow is None:
                     try:
-                        up = trio.socket.from_stdlib_socket(await connect(socket.AF_INET))
+                        flow = _Flow(trio.socket.from_stdlib_socket(
+                            await connect(socket.AF_INET)))
                     except OSError:
                         continue
-                    entry = flows[addr] = (up, trio.CancelScope())
-                    nursery.start_soon(flow, addr, up, entry[1])
+                    flows[addr] = flow
+                    nursery.start_soon(replies, addr, flow)
+                flow.last = trio.current_time()
                 with contextlib.suppress(OSError):
-                    await entry[0].send(data)
+                    await flow.up.send(data)
     finally:
         sock.close()

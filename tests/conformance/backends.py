@@ -1,9 +1,10 @@
 """The backends the conformance suite runs against, behind one small interface.
 
-For now the store itself; each output (JSON-lines file, syslog, Loki, Elasticsearch) will add
-a backend here that feeds the store and reads back what the output delivered, so every one
-of them is held to the same tail, since/until, follow, rotation and restart behaviour
-(moby's ``loggertest`` idea).
+The store itself.  The outputs (console, JSON-lines file, syslog over UDP/TCP/Unix, Loki,
+Elasticsearch) have their cases in ``outputs.py`` and their suite in ``test_outputs.py``: the
+store feeds each output through a forwarder, and what the output's receiver got is read back,
+so every one is held to the same rotation, restart, where-to-start and receiver-down
+behaviour (moby's ``loggertest`` idea).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from supervisor.paths import ProjectPaths
@@ -16,6 +17,7 @@ from tests.receivers import Got, HttpReceiver, rsyslog
 REDIS_LOG = "/var/log/redis/redis-server.log"
 REDIS_FORMAT = (r"^(?P<pid>\d+):(?P<role>[XCSM]) (?P<date>\d{1,2} \w{3} \d{4} [\d:.]+) "
                 r"(?P<level>[.*#-]) (?P<msg>.*)$")
+READY = "ready to accept connections"  # redis 7: "... tcp", "... at /tmp/redis.sock"
 COUNTER = [f"n {i}" for i in range(1, 301)] + ["done"]
 
 
@@ -28,14 +30,15 @@ def json_lines(text: str) -> list[Got]:
     return out
 
 
-def wait_for(outputs: dict[str, object], runs: int, timeout: float = 60) -> dict[str, list[Got]]:
+def wait_for(outputs: dict[str, Callable[[], list[Got]]], runs: int, timeout: float = 60
+             ) -> dict[str, list[Got]]:
     """Every output's lines, once each holds `runs` runs of the counter and of redis's
-    'Ready to accept connections'."""
+    ready line."""
     deadline = time.monotonic() + timeout
     while True:
-        got = {name: read() for name, read in outputs.items()}  # type: ignore[operator]
+        got = {name: read() for name, read in outputs.items()}
         done = {name: sum(g.line == "done" for g in lines) >= runs and sum(
-            "Ready to accept connections" in g.line for g in lines) >= runs
+            READY in g.line.lower() for g in lines) >= runs
             for name, lines in got.items()}
         if all(done.values()):
             return got
@@ -94,7 +97,7 @@ files = ["/var/log/redis/*.log"]
 type = "regex"
 pattern = '{REDIS_FORMAT}'
 """, busybox_rootfs, up=True)
-            outputs = {
+            outputs: dict[str, Callable[[], list[Got]]] = {
                 "console": lambda: json_lines((project.run / "supervisor.log").read_text()),
                 "file": lambda: json_lines(archive.read_text() if archive.exists() else ""),
                 "syslog": syslogd.got, "loki": lambda: list(loki.got),
@@ -104,7 +107,7 @@ pattern = '{REDIS_FORMAT}'
                 counted = [g.line for g in lines if g.container == "counter"]
                 assert counted == COUNTER, name
                 assert {g.source for g in lines if g.container == "counter"} == {"stdout"}
-                [ready] = [g for g in lines if "Ready to accept connections" in g.line]
+                [ready] = [g for g in lines if READY in g.line.lower()]
                 assert ready.container == "redis" and ready.source == f"file:{REDIS_LOG}"
                 assert ready.fields["role"] == "M" and ready.fields["level"] == "*", name
                 assert ready.fields["pid"].isdigit() and ready.fields["stack"] == "forwarding"

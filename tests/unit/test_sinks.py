@@ -44,8 +44,9 @@ def test_syslog_rfc5424() -> None:
                    b'[fields@32473 level="a\\"b\\]"] ready')
     err = format_message(ev(8, "x", source="stderr"), facility=16, hostname="h", project="p")
     assert err.startswith(b"<131>1 ") and b" web - stderr " in err  # local0.err
-    f = format_message(ev(9, source="file:/var/log/a.log", **{"bad name=": 1}), facility=1,
-                       hostname="h", project="p")
+    odd = Event(seq=9, time=0.0, container="web", source="file:/var/log/a.log", line="x",
+                fields={"bad name=": 1})
+    f = format_message(odd, facility=1, hostname="h", project="p")
     assert b" file [supervise@32473" in f and b'[fields@32473 bad_name_="1"]' in f
 
 
@@ -188,7 +189,7 @@ def forwarder(store: LogStore, sink: FakeSink, tmp_path: Path, notices: list[str
 
 async def test_forwarder_retries_skips_rejected_and_survives_a_sink_bug(tmp_path: Path) -> None:
     store = LogStore.open(tmp_path / "logs", fsync="never")
-    sink, notices = FakeSink(), []
+    sink, notices = FakeSink(), list[str]()
     sink.script = [SinkError("down"), SinkError("down"), RuntimeError("bug"),
                    SinkRejected("400 bad"), ]
     store.append("web", "stdout", b"a\nb\n")
@@ -214,7 +215,7 @@ async def test_cursor_past_the_store_end_or_lost_to_retention(tmp_path: Path) ->
     store = LogStore.open(tmp_path / "logs", fsync="never")
     store.append("web", "stdout", b"a\nb\n")
     save_cursor(tmp_path / "out.cursor", 50)  # from a store that was deleted since
-    sink, notices = FakeSink(), []
+    sink, notices = FakeSink(), list[str]()
     fw = forwarder(store, sink, tmp_path, notices)
     async with trio.open_nursery() as nursery:
         await nursery.start(fw.run)
