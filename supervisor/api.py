@@ -21,6 +21,7 @@ import trio
 
 from logging_bus import query as log_query
 from logging_bus.errors import LogBusError
+from logging_bus.filters import Pipeline
 from logging_bus.record import LogLine
 from supervisor import __version__, config, fdio
 from supervisor.errors import ContainerError, SupervisorError
@@ -423,15 +424,24 @@ class Api:
             return Stream(log_query.raw_bytes(store, query, RAW_CHUNK),
                           content_type="application/octet-stream")
 
+        # The stack's filters, as the outputs see the lines: fields added, drops dropped.
+        pipeline = Pipeline({name: s.container.cfg.logs.filters
+                             for name, s in self.stack.services.items()},
+                            self.stack.config.stack.logs.filters)
+
         async def lines() -> AsyncIterator[bytes]:
             encoder = msgspec.json.Encoder()
             batch: list[bytes] = []
             async for record in log_query.records(store, query):
-                batch.append(encoder.encode(LogLine.of(record)) + b"\n")
+                if pipeline.empty:
+                    batch.append(encoder.encode(LogLine.of(record)) + b"\n")
+                else:
+                    batch += [encoder.encode(e) + b"\n" for e in pipeline.feed([record])]
                 # History goes out 256 lines a chunk; a follower gets each line at once.
-                if query.follow or len(batch) >= 256:
+                if batch and (query.follow or len(batch) >= 256):
                     yield b"".join(batch)
                     batch = []
+            batch += [encoder.encode(e) + b"\n" for e in pipeline.flush(None)]
             if batch:
                 yield b"".join(batch)
 

@@ -112,6 +112,10 @@ pattern = '{REDIS_FORMAT}'
                 assert ready.fields["role"] == "M" and ready.fields["level"] == "*", name
                 assert ready.fields["pid"].isdigit() and ready.fields["stack"] == "forwarding"
             assert not loki.problems and not search.problems
+            # `logs --json` prints the lines as the outputs see them, fields and all
+            printed = json_lines(s.ok("logs", "--json", "redis"))
+            [ready] = [g for g in printed if READY in g.line.lower()]
+            assert ready.fields["role"] == "M" and ready.fields["stack"] == "forwarding"
 
             s.down()  # the outputs drain and keep their cursors
             assert s.up().returncode == 0
