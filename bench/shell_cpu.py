@@ -189,7 +189,7 @@ def main() -> int:
     print(f"\nsupervise shell over {args.containers} busy containers, a {args.columns}x"
           f"{args.rows} tmux pane  ({info['date']}, {info['git']})")
     print(f"machine: {info['kernel']}, {info['cpus']} CPUs, load "
-          f"{info['loadavg_start'][0]:.2f} -> {os.getloadavg()[0]:.2f}")
+          f"{info['loadavg_start'][0]:.2f} -> {os.getloadavg()[0]:.2f}")  # type: ignore[index]
     benchlib.print_table(
         ["window", "shell CPU", "terminal KiB/s", "ctx sw/s", "shell RSS kB",
          "stack lines/s", "supervisor CPU"],

@@ -16,6 +16,7 @@ Query keywords become parameters: ``True``/``False`` are ``1``/``0`` (Docker's b
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 import urllib.parse
@@ -437,3 +438,125 @@ class AsyncClient(_Common):
         async for line in self.stream(method, path, body, **query):
             if line.strip():
                 yield _decode(line, "application/json", f"{method} {path}", type)
+
+    async def lines(self, path: str, /, *, pace: float = 0.0,
+                    **query: object) -> AsyncGenerator[bytes, None]:
+        """A GET NDJSON stream line by line (without the newline), as `stream`, but on
+        asyncio's own streams: for streams read for hours at hundreds of lines a second (the
+        shell's logs, stats and events), where httpx's path per chunk (anyio, httpcore, h11)
+        costs several times more.  Chunks that arrive together are handled in one wake-up;
+        with `pace`, the reader waits that long after each read, so that a chatty stream is
+        read in batches (a screen redrawn 3 times a second needs no more than 10 reads).
+        Errors as `stream`'s; ``aclose()`` the iterator (or cancel) to close the connection.
+        """
+        what = f"GET {path}"
+        try:
+            async with asyncio.timeout(self.timeout):
+                reader, writer = await asyncio.open_unix_connection(self.socket_path)
+        except (OSError, TimeoutError) as exc:
+            raise self.connect_failed(exc) from exc
+        try:
+            params = _params(query)
+            target = urllib.parse.quote(path, safe="/?=&%") + (f"?{params}" if params else "")
+            writer.write(f"GET {target} HTTP/1.1\r\nHost: supervise\r\n"
+                         "Accept: application/x-ndjson\r\n\r\n".encode("ascii"))
+            async with asyncio.timeout(self.timeout):
+                head = await reader.readuntil(b"\r\n\r\n")
+            status, headers = _parse_head(head, what)
+            chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+            if status >= 300:
+                async with asyncio.timeout(self.timeout):
+                    body = await _read_all(reader, headers, chunked)
+                raise _error(status, body, what)
+            framing = _Chunks() if chunked else None
+            pending = bytearray()
+            while True:
+                data = await reader.read(65536)
+                if framing is not None:
+                    data, done = framing.feed(data)
+                else:
+                    done = not data
+                for line in _split_lines(pending, data):
+                    yield line
+                if done:
+                    if pending:
+                        yield bytes(pending)
+                    return
+                if not data and framing is not None and framing.eof:
+                    raise SupervisorError(f"{what}: the supervisor closed the connection "
+                                          "(in the middle of the stream)")
+                if pace and isinstance(writer.transport, asyncio.ReadTransport):
+                    writer.transport.pause_reading()  # no wake-ups meanwhile: the bytes
+                    await asyncio.sleep(pace)  # wait in the socket
+                    writer.transport.resume_reading()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            raise SupervisorError(f"{what}: the supervisor closed the connection "
+                                  f"({getattr(exc, 'strerror', None) or exc})") from exc
+        except TimeoutError as exc:
+            raise SupervisorError(
+                f"{what}: no answer from the supervisor within {self.timeout:g} s") from exc
+        finally:
+            writer.close()
+
+
+def _parse_head(head: bytes, what: str) -> tuple[int, dict[str, str]]:
+    status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise SupervisorError(f"{what}: unexpected answer from the supervisor: {status_line!r}")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(parts[1]), headers
+
+
+async def _read_all(reader: asyncio.StreamReader, headers: dict[str, str],
+                    chunked: bool) -> bytes:
+    """An error answer's body (small: our server's one-line message)."""
+    if chunked:
+        framing, body = _Chunks(), bytearray()
+        while not framing.done:
+            data = await reader.read(65536)
+            out, _ = framing.feed(data)
+            body += out
+            if not data:
+                break
+        return bytes(body[:MAX_HEAD])
+    try:
+        length = int(headers.get("content-length", "0"))
+    except ValueError:
+        length = 0
+    return await reader.readexactly(min(length, MAX_HEAD)) if length else b""
+
+
+class _Chunks:
+    """HTTP/1.1 chunked transfer coding, decoded incrementally from whatever arrived."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self.done = False
+        self.eof = False
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """The payload now complete, and whether the last chunk came."""
+        if not data:
+            self.eof = True
+        self._buffer += data
+        out = bytearray()
+        while not self.done:
+            end = self._buffer.find(b"\r\n")
+            if end < 0:
+                break
+            try:
+                size = int(bytes(self._buffer[:end]).split(b";")[0], 16)
+            except ValueError:
+                raise OSError("bad chunk size in the stream") from None
+            if size == 0:
+                self.done = True
+                break
+            if len(self._buffer) < end + 2 + size + 2:
+                break
+            out += self._buffer[end + 2:end + 2 + size]
+            del self._buffer[:end + 2 + size + 2]
+        return bytes(out), self.done

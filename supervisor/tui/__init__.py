@@ -6,7 +6,7 @@ commands as a line-oriented REPL (`--plain`, or when not on a terminal).
     model      what the shell knows (pure); fmt: text helpers
     feed       the API's streams into the model, reconnecting (asyncio)
     runner     a verb as a child process, into the output pane
-    view, app  the full screen (prompt_toolkit)
+    view, app  the full screen (prompt_toolkit); keys: its key bindings
     plain      the REPL
 """
 

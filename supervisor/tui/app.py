@@ -2,13 +2,14 @@
 command runner.
 
 Redraws are bounded: data from the streams marks the screen dirty and one redraw follows at
-most every REDRAW_INTERVAL (5 a second); keys redraw at once, so typing never lags.
+most every REDRAW_INTERVAL (3 a second); keys redraw at once, so typing never lags.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,7 +22,6 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.filters import Condition, has_focus
 from prompt_toolkit.history import History
 from prompt_toolkit.input import Input
-from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.layout import (
     ConditionalContainer,
     Dimension,
@@ -38,7 +38,7 @@ from prompt_toolkit.layout.processors import BeforeInput
 from prompt_toolkit.output import Output
 
 from supervisor.client import AsyncClient
-from supervisor.tui import view
+from supervisor.tui import fmt, view
 from supervisor.tui.commands import (
     Builtin,
     Commands,
@@ -50,10 +50,11 @@ from supervisor.tui.commands import (
     load_history,
 )
 from supervisor.tui.feed import Feed
+from supervisor.tui.keys import bindings
 from supervisor.tui.model import Model
 from supervisor.tui.runner import Runner
 
-REDRAW_INTERVAL = 0.2
+REDRAW_INTERVAL = 1 / 3  # what a live table and log need, at half the CPU of 6 a second
 OUTPUT_MAX_HEIGHT = 0.5  # of the terminal, for the output pane
 
 
@@ -109,7 +110,7 @@ class Shell:
                              on_text_changed=self._search_changed,
                              accept_handler=self._search_done)
         self.app: Application[int] = Application(
-            layout=self._layout(), key_bindings=self._keys(), style=view.STYLE,
+            layout=self._layout(), key_bindings=bindings(self), style=view.STYLE,
             full_screen=True, mouse_support=False, input=input, output=output,
             enable_page_navigation_bindings=False)
         self.app.ttimeoutlen = 0.05  # Esc acts at once (no Alt- sequences to wait for)
@@ -142,7 +143,8 @@ class Shell:
                              top=lambda: self._output_top),
             height=output_height)
         self.log_window = Window(view.TailControl(lambda: view.log_lines(m),
-                                                  lambda i, w: view.log_line(m, i, w)),
+                                                  lambda i, w: view.log_line(m, i, w),
+                                                  indent=lambda: view.log_indent(m)),
                                  height=Dimension(min=3), wrap_lines=False)
         command_line = ConditionalContainer(
             Window(BufferControl(self.cmd, input_processors=[BeforeInput(
@@ -183,7 +185,7 @@ class Shell:
     # -- redraws --------------------------------------------------------------------------
 
     def changed(self) -> None:
-        """The model changed (from the streams): one redraw soon, at most 5 a second."""
+        """The model changed (from the streams): one redraw soon, at most 3 a second."""
         if self._redraw_due or self._loop is None:
             return
         self._redraw_due = True
@@ -197,16 +199,33 @@ class Shell:
         self.app.invalidate()
 
     async def _tick(self) -> None:
-        """Uptimes and the "next attempt in" countdown move without any data."""
+        """Uptimes and the "next attempt in" countdown move without any data: once a second
+        while one shows seconds, else every ten (an idle stack costs next to nothing)."""
+        quiet = 0
         while True:
             await asyncio.sleep(1.0)
-            self.changed()
+            quiet += 1
+            if quiet >= 10 or self._seconds_shown():
+                quiet = 0
+                self.changed()
+
+    def _seconds_shown(self) -> bool:
+        now = time.time()
+        for row in self.model.rows.values():
+            if row.state.next_restart_at:
+                return True
+            age = fmt.since(row.state.started_at, now) if row.state.running else None
+            if age is not None and age < 60:
+                return True
+        return False
 
     # -- running ----------------------------------------------------------------------------
 
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
         self._loop.set_exception_handler(self._loop_error)
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            self._loop.add_signal_handler(signum, self._leave, 128 + signum)
         tasks = [asyncio.create_task(self.feed.run()), asyncio.create_task(self._tick())]
         try:
             return await self.app.run_async(set_exception_handler=False)
@@ -217,6 +236,13 @@ class Shell:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _leave(self, code: int) -> None:
+        """A SIGTERM or a closed terminal: leave as `quit` does, so that a running command
+        is ended too, not left behind."""
+        future = self.app.future
+        if self.app.is_running and future is not None and not future.done():
+            self.app.exit(result=code)
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """A bug of ours in a task: one line in the status bar, never a traceback screen."""
@@ -270,13 +296,13 @@ class Shell:
         elif b.name == "follow":
             target = b.args[0] if b.args else m.selected
             if target == "all" or target is None:
-                self._follow(None)
+                self.follow(None)
             elif target not in m.rows:
                 m.say(f"follow: {target}: no such container", error=True)
             else:
-                self._follow(target)
+                self.follow(target)
 
-    def _follow(self, target: str | None) -> None:
+    def follow(self, target: str | None) -> None:
         if target != self.model.target:
             self.model.follow(target)
             self.feed.retarget()
@@ -341,13 +367,13 @@ class Shell:
         self.app.layout.focus(self.log_window)  # n/N work at once, as in less
         return False
 
-    def _start_search(self) -> None:
+    def start_search(self) -> None:
         logs = self.model.logs
         self._search_origin = (logs.query, logs.bottom_index(), logs.following, logs.bottom)
         self.search.reset()
         self.app.layout.focus(self.search)
 
-    def _cancel_search(self) -> None:
+    def cancel_search(self) -> None:
         origin = self._search_origin
         self._search_origin = None
         logs = self.model.logs
@@ -358,7 +384,24 @@ class Shell:
         self.search.reset()
         self.app.layout.focus(self.cmd)
 
-    def _scroll(self, pages: int) -> None:
+    def interrupt(self) -> None:
+        """Ctrl-C: stops the running command (SIGINT; the third time SIGKILL), else cancels
+        a search or clears the line."""
+        if self.runner.busy:
+            self._interrupts += 1
+            if self._interrupts >= 3 and self.runner.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.runner.proc.kill()
+            else:
+                self.runner.interrupt()
+        elif self.mode == "search":
+            self.cancel_search()
+        elif self.cmd.text:
+            self.cmd.reset()
+        else:
+            self.model.say("Ctrl-D or `quit` leaves the shell")
+
+    def scroll(self, pages: int) -> None:
         rows, _ = self._size()
         if self.model.output_shown:
             info = self.output_window.render_info
@@ -370,126 +413,10 @@ class Shell:
         else:
             self.model.logs.scroll(pages * max(1, rows // 3))
 
-    def _action(self, verb: str) -> None:
+    def action(self, verb: str) -> None:
         name = self.model.selected
         if name:
             self.submit(f"{verb} {name}")
-
-    def _keys(self) -> KeyBindings:
-        kb = KeyBindings()
-        m = self.model
-        command = has_focus(self.cmd)
-        viewing = has_focus(self.log_window)
-        searching = has_focus(self.search)
-        empty = Condition(lambda: not self.cmd.text)
-
-        @kb.add("c-c")
-        def _(event: KeyPressEvent) -> None:
-            if self.runner.busy:
-                self._interrupts += 1
-                if self._interrupts >= 3 and self.runner.proc is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        self.runner.proc.kill()
-                else:
-                    self.runner.interrupt()
-            elif self.mode == "search":
-                self._cancel_search()
-            elif self.cmd.text:
-                self.cmd.reset()
-            else:
-                m.say("Ctrl-D or `quit` leaves the shell")
-
-        @kb.add("c-d", filter=command & empty)
-        @kb.add("q", filter=viewing)
-        def _(event: KeyPressEvent) -> None:
-            event.app.exit(result=0)
-
-        @kb.add("f1")
-        def _(event: KeyPressEvent) -> None:
-            self.execute(Builtin("help", []), "help")
-
-        @kb.add("pageup")
-        def _(event: KeyPressEvent) -> None:
-            self._scroll(-1)
-
-        @kb.add("pagedown")
-        def _(event: KeyPressEvent) -> None:
-            self._scroll(1)
-
-        @kb.add("c-up")
-        @kb.add("s-up")
-        @kb.add("up", filter=viewing)
-        @kb.add("k", filter=viewing)
-        def _(event: KeyPressEvent) -> None:
-            m.select(-1)
-
-        @kb.add("c-down")
-        @kb.add("s-down")
-        @kb.add("down", filter=viewing)
-        @kb.add("j", filter=viewing)
-        def _(event: KeyPressEvent) -> None:
-            m.select(1)
-
-        @kb.add("escape", filter=command)
-        @kb.add("f2", filter=command)
-        def _(event: KeyPressEvent) -> None:
-            if m.output_shown:
-                m.output_shown = False
-            else:
-                event.app.layout.focus(self.log_window)
-
-        @kb.add("/", filter=(command & empty) | viewing)
-        def _(event: KeyPressEvent) -> None:
-            self._start_search()
-
-        @kb.add("escape", filter=searching)
-        def _(event: KeyPressEvent) -> None:
-            self._cancel_search()
-
-        @kb.add("escape", filter=viewing)
-        @kb.add("f2", filter=viewing)
-        @kb.add(":", filter=viewing)
-        @kb.add("i", filter=viewing)
-        def _(event: KeyPressEvent) -> None:
-            event.app.layout.focus(self.cmd)
-
-        @kb.add("enter", filter=viewing)
-        def _(event: KeyPressEvent) -> None:
-            self._follow(m.selected)
-
-        @kb.add("a", filter=viewing)
-        def _(event: KeyPressEvent) -> None:
-            self._follow(None)
-
-        @kb.add("n", filter=viewing)
-        def _(event: KeyPressEvent) -> None:
-            if not m.logs.next(-1):
-                m.say("no match" if m.logs.pattern else "no search: / starts one")
-
-        @kb.add("N", filter=viewing)
-        def _(event: KeyPressEvent) -> None:
-            if not m.logs.next(1):
-                m.say("no match" if m.logs.pattern else "no search: / starts one")
-
-        @kb.add("p", filter=viewing)
-        @kb.add("space", filter=viewing)
-        def _(event: KeyPressEvent) -> None:
-            m.logs.toggle()
-
-        @kb.add("G", filter=viewing)
-        @kb.add("end", filter=viewing)
-        def _(event: KeyPressEvent) -> None:
-            m.logs.resume()
-
-        @kb.add("g", filter=viewing)
-        @kb.add("home", filter=viewing)
-        def _(event: KeyPressEvent) -> None:
-            m.logs.pause()
-            m.logs.bottom = m.logs.dropped + 1
-
-        for key, verb in (("r", "restart"), ("s", "stop"), ("S", "start")):
-            kb.add(key, filter=viewing)(lambda event, verb=verb: self._action(verb))
-        return kb
 
 
 def run(model: Model, connect: Callable[[], AsyncClient], history: Path) -> int:

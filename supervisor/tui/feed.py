@@ -26,6 +26,7 @@ from supervisor.tui.model import Model
 
 POLL_SECONDS = 2.0  # the list is also refreshed after each burst of events
 LOG_TAIL = 200
+LOG_PACE = 0.1  # the log stream is read in batches: 10 wake-ups a second, however chatty
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 2.0  # a refused connect costs microseconds
 
 
@@ -111,7 +112,7 @@ class Feed:
             await self._load(client)
 
     async def _events(self, client: AsyncClient) -> None:
-        async for line in client.stream("GET", "/events", since=f"{time.time():.3f}"):
+        async for line in client.lines("/events", since=f"{time.time():.3f}"):
             if not line.strip():
                 continue
             self.model.add_event(msgspec.json.decode(line, type=Event))
@@ -139,7 +140,7 @@ class Feed:
 
     async def _stats_of(self, client: AsyncClient, name: str) -> None:
         with contextlib.suppress(SupervisorError):  # gone, or stopped: the list tells
-            async for line in client.stream("GET", f"/containers/{name}/stats"):
+            async for line in client.lines(f"/containers/{name}/stats"):
                 if line.strip():
                     self.model.add_stats(msgspec.json.decode(line, type=StatsView))
                     self._changed()
@@ -172,7 +173,7 @@ class Feed:
             query["tail"] = LOG_TAIL
         path = "/logs" if target is None else f"/containers/{target}/logs"
         try:
-            async for chunk in _lines(client.stream("GET", path, **query)):
+            async for chunk in _lines(client.lines(path, pace=LOG_PACE, **query)):
                 if logs.add_log(msgspec.json.decode(chunk, type=LogLine)):
                     self._changed()
         except ApiError as e:  # no such container (any more): back to all

@@ -33,11 +33,22 @@ class Stats:
         self.latest = sample
         self.history.append((now, sample.cpu_percent, sample.memory_usage))
 
-    def cpu(self) -> list[tuple[float, float]]:
-        return [(t, c) for t, c, _ in self.history]
+    def cpu(self, since: float = 0.0) -> list[tuple[float, float]]:
+        return [(t, c) for t, c, _ in self._since(since)]
 
-    def memory(self) -> list[tuple[float, float]]:
-        return [(t, float(m)) for t, _, m in self.history]
+    def memory(self, since: float = 0.0) -> list[tuple[float, float]]:
+        return [(t, float(m)) for t, _, m in self._since(since)]
+
+    def _since(self, since: float) -> list[tuple[float, float, int]]:
+        """The samples from `since` on, walking back from the newest (a redraw asks for
+        the last minute of each row: 60 samples, not the whole history)."""
+        out = []
+        for sample in reversed(self.history):
+            if sample[0] < since:
+                break
+            out.append(sample)
+        out.reverse()
+        return out
 
 
 @dataclass(frozen=True)
@@ -83,8 +94,14 @@ class LogPane:
 
     def _append(self, entry: Entry) -> None:
         if len(self.entries) == self.entries.maxlen:
+            self.entries.popleft()
             self.dropped += 1
-        self.entries.append(entry)
+        # Logs and events come on two streams (the log one read in batches): a line that
+        # arrives after an event it preceded goes before it, in the supervisor's time order.
+        i = len(self.entries)
+        while i > 0 and self.entries[i - 1].time > entry.time and len(self.entries) - i < 64:
+            i -= 1
+        self.entries.insert(i, entry)
         if not self.following:
             self.unseen += 1
 

@@ -48,7 +48,7 @@ class Runner:
         self.proc = await asyncio.create_subprocess_exec(
             *argv_for(self.project, argv), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(),
-            start_new_session=True, limit=MAX_LINE)
+            limit=MAX_LINE)  # our process group: a closed terminal hangs it up with us
         try:
             assert self.proc.stdout is not None and self.proc.stderr is not None
             await asyncio.gather(_pump(self.proc.stdout, line, False),

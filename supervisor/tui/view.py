@@ -148,7 +148,7 @@ def _cpu_spark(model: Model, name: str, width: int, now: float) -> str:
     stats = model.stats.get(name)
     if not stats:
         return ""
-    values = fmt.buckets(stats.cpu(), now - 60, now, width)
+    values = fmt.buckets(stats.cpu(now - 60), now - 60, now, width)
     return fmt.sparkline(values, max([1.0, *(v for v in values if v is not None)]))
 
 
@@ -223,18 +223,27 @@ def _highlight(frags: StyleAndTextTuples, pane: LogPane, index: int, at: int
     return [*frags[:at], *[p for p in pieces if p[1]], *frags[at + 1:]]
 
 
-def wrap(frags: StyleAndTextTuples, width: int) -> list[StyleAndTextTuples]:
-    """Cuts a line's fragments into rows of `width` cells (wide characters count two)."""
+def wrap(frags: StyleAndTextTuples, width: int, indent: int = 0
+         ) -> list[StyleAndTextTuples]:
+    """Cuts a line's fragments into rows of `width` cells (wide characters count two); the
+    rows after the first start `indent` cells in, under the text rather than the prefix."""
+    if indent * 2 > width:
+        indent = 0
     rows: list[StyleAndTextTuples] = [[]]
     used = 0
+
+    def new_row() -> int:
+        rows.append([("", " " * indent)] if indent else [])
+        return indent
+
     for item in frags:
         style, text = item[0], item[1]
         if text.isascii():
             while text:
                 room = width - used
                 if room <= 0:
-                    rows.append([])
-                    used, room = 0, width
+                    used = new_row()
+                    room = width - used
                 rows[-1].append((style, text[:room]))
                 used += min(room, len(text))
                 text = text[room:]
@@ -242,8 +251,7 @@ def wrap(frags: StyleAndTextTuples, width: int) -> list[StyleAndTextTuples]:
         for ch in text:
             w = get_cwidth(ch)
             if used + w > width:
-                rows.append([])
-                used = 0
+                used = new_row()
             rows[-1].append((style, ch))
             used += w
     return rows
@@ -255,10 +263,12 @@ class TailControl(UIControl):
 
     def __init__(self, lines: Callable[[], tuple[int, int]],
                  line: Callable[[int, int], StyleAndTextTuples],
-                 top: Callable[[], int | None] | None = None) -> None:
+                 top: Callable[[], int | None] | None = None,
+                 indent: Callable[[], int] | None = None) -> None:
         self._lines = lines  # () -> (first index, end index)
         self._line = line  # (index, width) -> fragments
         self._top = top  # () -> an index to show from the top down (None: the bottom)
+        self._indent = indent  # () -> where wrapped rows start
 
     def is_focusable(self) -> bool:
         return True  # the view's keys (Esc) live on the log pane
@@ -267,16 +277,18 @@ class TailControl(UIControl):
         first, end = self._lines()
         rows: list[StyleAndTextTuples] = []
         top = self._top() if self._top else None
+        indent = self._indent() if self._indent else 0
+        width = max(1, width)
         if top is not None:
             i = max(first, top)
             while i < end and len(rows) < height:
-                rows += wrap(self._line(i, width), max(1, width))
+                rows += wrap(self._line(i, width), width, indent)
                 i += 1
             rows = rows[:height]
         else:
             i = end - 1
             while i >= first and len(rows) < height:
-                rows[:0] = wrap(self._line(i, width), max(1, width))
+                rows[:0] = wrap(self._line(i, width), width, indent)
                 i -= 1
             rows = rows[-height:] if height > 0 else []
 
@@ -290,14 +302,24 @@ def log_lines(model: Model) -> tuple[int, int]:
     return model.logs.dropped, model.logs.bottom_index()
 
 
+def _name_width(model: Model) -> int | None:
+    """The name column of the log pane when it follows all (None: one container)."""
+    if model.target is not None:
+        return None
+    return min(16, max([4, *(len(n) for n in model.rows)]))
+
+
 def log_line(model: Model, index: int, width: int) -> StyleAndTextTuples:
     entry = model.logs.get(index)
     if entry is None:
         return []
-    name_w = None
-    if model.target is None:
-        name_w = min(16, max([4, *(len(n) for n in model.rows)]))
-    return entry_fragments(entry, model.logs, index, name_w)
+    return entry_fragments(entry, model.logs, index, _name_width(model))
+
+
+def log_indent(model: Model) -> int:
+    """Wrapped rows of a log line start under its text: after `HH:MM:SS name | `."""
+    name_w = _name_width(model)
+    return 9 + (name_w + 3 if name_w is not None else 0)
 
 
 def log_title(model: Model, width: int) -> StyleAndTextTuples:
@@ -331,7 +353,7 @@ def title(model: Model, width: int, now: float | None = None) -> StyleAndTextTup
     running = sum(1 for r in model.rows.values() if r.state.status == "running")
     link = "" if model.connected else " · offline"
     left = f" supervise · {model.project} · {running}/{len(model.rows)} running{link}"
-    right = datetime.fromtimestamp(now).strftime("%H:%M:%S ")
+    right = datetime.fromtimestamp(now).strftime("%H:%M ")
     return [("class:title", fmt.fit(left, max(0, width - len(right))) + right)]
 
 
@@ -341,12 +363,12 @@ def status(model: Model, width: int) -> StyleAndTextTuples:
     return [(style, fmt.fit(" " + s.text if s.text else "", width))]
 
 
-HELP = {
-    "command": ["⏎ run", "Tab complete", "↑↓ history", "/ search", "Esc view", "^↑↓ select",
-                "PgUp/Dn scroll", "F1 help", "^C stop", "^D quit"],
-    "view": ["↑↓ select", "⏎ follow", "a all", "/ search", "n/N match", "p pause",
-             "r restart", "s stop", "S start", ": command", "q quit"],
-    "search": ["type to search", "⏎ keep", "Esc cancel"],
+HELP = {  # the most needed first: a narrow terminal cuts the end
+    "command": ["⏎ run", "Tab complete", "↑↓ history", "/ search", "Esc view", "F1 help",
+                "^D quit", "^C stop", "^↑↓ select", "PgUp/PgDn scroll"],
+    "view": ["↑↓ select", "⏎ follow", "a all", "/ search", "n/N older/newer", "p pause",
+             ": command", "q quit", "r restart", "s stop", "S start", "G newest"],
+    "search": ["type to search", "⏎ keep it (then n/N)", "Esc cancel"],
 }
 
 

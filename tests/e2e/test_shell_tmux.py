@@ -129,7 +129,7 @@ def test_shell_in_tmux(stack: list[Supervised], project: ProjectPaths, tmp_path:
     tmux.type("/" + marker[:10])
     tmux.wait(f"/{marker[:10]}  1/1")
     tmux.keys("Enter")
-    tmux.wait("n/N match")  # the view's keys: the help bar says so
+    tmux.wait("n/N older/newer")  # the view's keys: the help bar says so
     tmux.keys("Escape")  # back to the command line
 
     # killing the supervisor is one status line; starting it again brings the table back

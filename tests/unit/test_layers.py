@@ -34,7 +34,8 @@ LAYERS: dict[str, int] = {
     "supervisor.images": 3, "supervisor.images.reference": 0, "supervisor.images.oci": 0,
     "supervisor.images.containerfile": 1, "supervisor.images.layers": 3,
     "supervisor.images.store": 3, "supervisor.images.use": 3, "supervisor.images.archive": 3,
-    "supervisor.images.registry": 3, "supervisor.images.build": 4,
+    "supervisor.images.registry": 3, "supervisor.images.auth": 3,
+    "supervisor.images.transfer": 3, "supervisor.images.build": 4,
     "supervisor.images.commit": 4, "supervisor.images.context": 3,
     "logging_bus.store": 3, "logging_bus.reader": 3, "logging_bus.follow": 3,
     "logging_bus.query": 3,
@@ -48,13 +49,16 @@ LAYERS: dict[str, int] = {
     # L5 entry
     "supervisor.cli": 5, "supervisor.__main__": 5, "supervisor.client": 5,
     "supervisor.cli_api": 5, "supervisor.cli_common": 5, "supervisor.cli_logs": 5,
-    "supervisor.lightclient": 5, "supervisor.cli_images": 5,
+    "supervisor.lightclient": 5, "supervisor.cli_images": 5, "supervisor.cli_registry": 5,
     "supervisor.tui": 5, "supervisor.tui.fmt": 5, "supervisor.tui.model": 5,
     "supervisor.tui.commands": 5, "supervisor.tui.feed": 5, "supervisor.tui.runner": 5,
     "supervisor.tui.view": 5, "supervisor.tui.app": 5, "supervisor.tui.plain": 5,
+    "supervisor.tui.keys": 5,
 }
 THIRD_PARTY_HOME = {"pyroute2": {"supervisor.linux.netlink"},
-                    "prompt_toolkit": {"supervisor.tui"}, "httpx": {"supervisor.client", "logging_bus.sinks.http"},
+                    "prompt_toolkit": {"supervisor.tui"},
+                    "httpx": {"supervisor.client", "logging_bus.sinks.http",
+                              "supervisor.images.registry"},
                     "h11": {"supervisor.httpserver"}}
 # The client runs in the CLI and in the TUI's asyncio process: only wire shapes and errors.
 CLIENT_MAY_IMPORT = {"supervisor.protocol", "supervisor.errors", "logging_bus.record"}

@@ -8,17 +8,20 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from prompt_toolkit.data_structures import Size
 from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from supervisor.client import AsyncClient
+from supervisor.client import AsyncClient, _Chunks
+from supervisor.errors import ApiError, NoSupervisor
 from supervisor.paths import ProjectPaths
 from supervisor.tui.app import Shell
 from supervisor.tui.commands import load_history
@@ -253,6 +256,29 @@ def test_ctrl_c_stops_an_endless_verb(project: ProjectPaths, fake: Fake) -> None
     run_shell(project, script)
 
 
+def test_sigterm_leaves_as_quit_and_ends_the_running_verb(project: ProjectPaths,
+                                                           fake: Fake) -> None:
+    sock = str(project.run / "api.sock")
+
+    async def main() -> tuple[int, int]:
+        with create_pipe_input() as keys:
+            shell = Shell(Model(project.project),
+                          lambda: AsyncClient(sock, timeout=2, project=project.project),
+                          project.run / "history", input=keys, output=Screen(24, 80))
+            task = asyncio.create_task(shell.run())
+            await until(shell, "flaky")
+            keys.send_text("events\r")
+            await until(shell, "running, Ctrl-C stops it")
+            assert shell.runner.proc is not None
+            child = shell.runner.proc.pid
+            os.kill(os.getpid(), signal.SIGTERM)  # handled by the shell's loop
+            return await asyncio.wait_for(task, 10), child
+
+    code, child = asyncio.run(main())
+    assert code == 128 + signal.SIGTERM
+    assert not Path(f"/proc/{child}").exists()  # ended and reaped, not left behind
+
+
 def test_the_supervisor_goes_and_comes_back(project: ProjectPaths, fake: Fake) -> None:
     async def script(shell: Shell, keys: PipeInput) -> None:
         await until(shell, "flaky")
@@ -290,3 +316,39 @@ def test_plain_repl_runs_the_same_commands(project: ProjectPaths, fake: Fake) ->
     assert fake.stack.requests == ["restart web"]
     assert plain(project, "ps -q\nexit 3\nps\n").returncode == 3
     assert plain(project, "ps -q\n", "--plain").returncode == 0
+
+
+def test_lines_reads_the_streams_on_asyncio(project: ProjectPaths, fake: Fake,
+                                            tmp_path: Path) -> None:
+    """The client's lean NDJSON reader that the shell's streams use."""
+    fake.log("web", "one")
+    fake.log("db", "two")
+    client = AsyncClient(str(project.run / "api.sock"), timeout=2, project=project.project)
+
+    async def main() -> None:
+        got = [msgspec.json.decode(line)["line"] async for line in client.lines("/logs")]
+        assert got == ["one", "two"]  # not following: the stream ends, and so do we
+        assert [x async for x in client.lines("/containers/web/logs", raw=1)] == [b"one"]
+        paced = client.lines("/logs", pace=0.01, follow=1)
+        assert msgspec.json.decode(await anext(paced))["line"] == "one"
+        await paced.aclose()
+        with pytest.raises(ApiError, match=r"^No such container: ghost$"):
+            async for _ in client.lines("/containers/ghost/logs"):
+                pass
+        gone = AsyncClient(str(tmp_path / "none.sock"), timeout=2, project="gone")
+        with pytest.raises(NoSupervisor, match="no supervisor for project 'gone'"):
+            async for _ in gone.lines("/events"):
+                pass
+
+    asyncio.run(main())
+
+
+def test_chunked_body_in_any_pieces() -> None:
+    body = b"6\r\nhello\n\r\n4;ext=1\r\nab\nc\r\n0\r\n\r\n"
+    for cut in range(len(body) + 1):
+        chunks = _Chunks()
+        first, done = chunks.feed(body[:cut])
+        rest, done = chunks.feed(body[cut:])
+        assert first + rest == b"hello\nab\nc" and done
+    with pytest.raises(OSError, match="bad chunk size"):
+        _Chunks().feed(b"zz\r\n")

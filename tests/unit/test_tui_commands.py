@@ -170,3 +170,14 @@ def test_text_helpers() -> None:
     assert fmt.clean("\x1b]0;title\x07ok") == "ok"
     assert fmt.clean("x" * 5000).endswith("…")
     assert fmt.fit("abcdef", 4) == "abc…" and fmt.fit("ab", 4) == "ab  "
+
+
+def test_log_pane_keeps_the_supervisors_time_order() -> None:
+    pane = LogPane(limit=3)
+    pane.add_log(line(1, "before"))  # time 1001
+    pane.add_event(Event(seq=1, time=1003.0, action="die", container="web"))
+    pane.add_log(line(2, "printed before it died"))  # time 1002, read in a later batch
+    assert [e.text for e in pane.entries] == ["before", "printed before it died", "die"]
+    pane.add_log(line(5, "after"))
+    assert [e.text for e in pane.entries] == ["printed before it died", "die", "after"]
+    assert pane.dropped == 1 and pane.end == 4
