@@ -256,6 +256,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     path = Path(args.file) if args.file else _default_config()
     stack = config.load_stack(path, os.environ, project=args.project)
     paths = _paths_for(stack.project)
+    from supervisor.cli_images import build_stack_images
+
+    build_stack_images(stack)  # `build = "DIR"`: before anything starts, from the cache
     if reachable(paths):
         # A supervisor runs this project: hand it the edited stack; it recreates what changed.
         result = client_for(paths).post("/stack/up", msgspec.to_builtins(stack))

@@ -1,4 +1,5 @@
-"""The image verbs of the command line: build, images, tag, rmi, history, diff, commit.
+"""The image verbs of the command line: build, images, tag, rmi, history, diff, commit,
+save, load (push, pull, login, logout: cli_registry).
 
 They work on the image store directly, in this process (no supervisor needed), as `run`
 does in the foreground.
@@ -66,6 +67,22 @@ def cmd_build(args: argparse.Namespace) -> int:
                       build_args=build_args, no_cache=args.no_cache)
     trio.run(builder.build, tags)
     return 0
+
+
+def build_stack_images(stack: Any) -> None:
+    """`up`: builds the images of the containers with `build = "DIR"`, tagged with their
+    `image` (a step whose inputs did not change comes from the cache)."""
+    import trio
+
+    from supervisor.images.build import Builder
+    from supervisor.images.reference import parse
+
+    for name, c in stack.containers.items():
+        if c.build is None:
+            continue
+        print(f"Building {name} ({c.image})", flush=True)
+        builder = Builder(_store(), Path(c.build))
+        trio.run(builder.build, [parse(c.image, where=f"{name}: image")])
 
 
 def cmd_images(args: argparse.Namespace) -> int:
@@ -199,6 +216,55 @@ def cmd_commit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_save(args: argparse.Namespace) -> int:
+    from supervisor.errors import UsageError
+    from supervisor.images import archive
+    from supervisor.images.reference import try_parse
+
+    formats = archive.parse_format(args.format)
+    store = _store()
+    items = []
+    for name in args.images:
+        image = store.resolve(name)
+        ref = try_parse(name)  # named by a tag: saved with it; by ID: without, as Docker's
+        items.append((image, ref if ref is not None and str(ref) in image.names else None))
+    if args.output:
+        try:
+            archive.save_to(store, items, Path(args.output), formats=formats)
+        except OSError as e:
+            raise SupervisorError(f"supervise save: {args.output}: {e.strerror}") from e
+        return 0
+    if sys.stdout.isatty():
+        raise UsageError("supervise save: refusing to write an archive to a terminal "
+                         "(name a file with -o, or redirect)")
+    sys.stdout.flush()
+    archive.save(store, items, sys.stdout.buffer, formats=formats)
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from supervisor.errors import UsageError
+    from supervisor.images import archive
+
+    store = _store()
+    if args.input:
+        try:
+            with open(args.input, "rb") as f:
+                loaded = archive.load(store, f, args.input)
+        except OSError as e:
+            raise SupervisorError(f"supervise load: {args.input}: {e.strerror}") from e
+    elif sys.stdin.isatty():
+        raise UsageError("supervise load: no archive (name one with -i, or redirect stdin)")
+    else:
+        loaded = archive.load(store, sys.stdin.buffer, "stdin")
+    for item in loaded:
+        for ref in item.names:
+            print(f"Loaded image: {ref.familiar()}")
+        if not item.names:
+            print(f"Loaded image ID: {item.image.id}")
+    return 0
+
+
 def register(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     b = sub.add_parser("build", help="build an image from a Containerfile/Dockerfile")
     b.add_argument("-t", "--tag", action="append", metavar="NAME[:TAG]")
@@ -243,4 +309,19 @@ def register(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     c.add_argument("name", metavar="CONTAINER")
     c.add_argument("target", nargs="?", metavar="NAME[:TAG]")
     c.set_defaults(func=cmd_commit)
+
+    s = sub.add_parser("save", help="images to a tar archive (OCI and `docker save` formats)")
+    s.add_argument("-o", "--output", metavar="FILE", help="else standard output")
+    s.add_argument("--format", choices=["oci-archive", "docker-archive"],
+                   help="only this format (default: both in one archive, as Docker's)")
+    s.add_argument("images", nargs="+", metavar="IMAGE")
+    s.set_defaults(func=cmd_save)
+
+    ld = sub.add_parser("load", help="images from a tar archive (OCI or `docker save`)")
+    ld.add_argument("-i", "--input", metavar="FILE", help="else standard input")
+    ld.set_defaults(func=cmd_load)
+
+    from supervisor import cli_registry
+
+    cli_registry.register(sub)
 

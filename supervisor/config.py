@@ -173,6 +173,8 @@ class Container(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         str | None, string_field(IMAGE_RE, "an image such as 'alpine:3.19' or 'host'")
     ] = None
     rootfs: Annotated[str | None, Field(read_rootfs)] = None
+    # A build context folder: built before `up`, tagged `image` (default `<project>_<name>`).
+    build: Annotated[str | None, Field(read_rootfs)] = None
     command: Annotated[list[str] | None, Field(read_command)] = None
     entrypoint: Annotated[list[str] | None, Field(read_command)] = None
     hostname: Annotated[str | None, string_field(HOSTNAME_RE, "a host name such as 'web-1'")] = None
@@ -215,7 +217,11 @@ class Container(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     def __post_init__(self) -> None:
         if not NAME_RE.fullmatch(self.name):
             raise Invalid(f"expected a container name of {NAME_RULE}, got {show(self.name)}")
-        if (self.image is None) == (self.rootfs is None):
+        if self.build is not None:
+            if self.rootfs is not None or self.image == "host":
+                raise Invalid("'build' makes an image: expected no 'rootfs' and an 'image' "
+                              "other than 'host' (its tag)", ("build",))
+        elif (self.image is None) == (self.rootfs is None):
             got = "neither" if self.image is None else "both"
             raise Invalid(f"expected exactly one of 'image' or 'rootfs', got {got}")
         if self.memswap_limit is not None and self.memswap_limit != -1:
@@ -460,6 +466,9 @@ def load_stack(path: Path, environ: Mapping[str, str], project: str | None = Non
             except Invalid as exc:
                 raise exc.under("containers", name) from exc
         chosen = _choose_project(project, environ, settings, folder, shown)
+        for name, c in containers.items():  # Compose's default tag for what it builds
+            if c.build is not None and c.image is None:
+                containers[name] = msgspec.structs.replace(c, image=f"{chosen}_{name.lower()}")
         return Stack(project=chosen, path=absolute, stack=settings, containers=containers)
     except Invalid as exc:
         place = f"{shown}: {key_path(exc.path)}" if exc.path else shown

@@ -78,6 +78,13 @@ def config_hash(c: Container) -> str:
     return hashlib.sha256(msgspec.json.encode(data, order="sorted")).hexdigest()
 
 
-def changed(old: Container, new: Container) -> bool:
-    """Whether ``up`` must recreate a container whose configuration went from old to new."""
-    return config_hash(old) != config_hash(new)
+def changed(old: Container, new: Container, *, old_image: str | None = None,
+            new_image: str | None = None) -> bool:
+    """Whether ``up`` must recreate a container whose configuration went from old to new.
+
+    ``old_image`` is the ID of the image the container was made from (its ``image.json``),
+    ``new_image`` the ID its ``image`` names now: a tag moved by a build, a pull, or pointed
+    back at an older image (a rollback) recreates the container, as Compose's does."""
+    if config_hash(old) != config_hash(new):
+        return True
+    return old_image is not None and new_image is not None and old_image != new_image

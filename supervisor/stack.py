@@ -23,6 +23,7 @@ from supervisor import config, plan, restart
 from supervisor.container import Container, list_records
 from supervisor.errors import ContainerError, SupervisorError
 from supervisor.events import EventBus
+from supervisor.images import use as image_use
 from supervisor.network import StackNet
 from supervisor.paths import ProjectPaths
 from supervisor.protocol import ContainerRecord
@@ -131,7 +132,8 @@ class Stack:
         anonymous: dict[str, str] = {}
         if cfg.name in records:
             old = Container.load(self.runtime, self.paths, cfg.name)
-            if not plan.changed(old.cfg, cfg):
+            if not plan.changed(old.cfg, cfg, old_image=old.image.id if old.image else None,
+                                new_image=image_use.current_id(cfg.image)):
                 return old
             anonymous = old.anonymous_volumes()
             old.remove(volumes=False)
@@ -317,7 +319,10 @@ class Stack:
             for name in level:
                 cfg = new.containers[name]
                 old = self.services.get(name)
-                if old is not None and not plan.changed(old.container.cfg, cfg):
+                was = old.container.image if old is not None else None
+                if old is not None and not plan.changed(
+                        old.container.cfg, cfg, old_image=was.id if was else None,
+                        new_image=image_use.current_id(cfg.image)):
                     if not old.want_running and not old.container.record.stopped_by_user:
                         old.start()
                     continue

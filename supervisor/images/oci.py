@@ -33,6 +33,28 @@ CONTAINERD_NAME = "io.containerd.image.name"
 BASE_ANNOTATION = "io.supervise.image.base"
 
 
+# Fields the spec requires have a default_factory: omit_defaults never omits those (a plain
+# default would be left out of the JSON).
+def _layers() -> str:
+    return "layers"
+
+
+def _linux() -> str:
+    return "linux"
+
+
+def _two() -> int:
+    return 2
+
+
+def _none() -> list[str]:
+    return []
+
+
+def _no_descriptors() -> list[Descriptor]:  # Descriptor: defined below, called later
+    return []
+
+
 class Platform(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     architecture: str
     os: str
@@ -48,17 +70,17 @@ class Descriptor(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 class Index(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    schemaVersion: int = 2
-    mediaType: str | None = OCI_INDEX
-    manifests: list[Descriptor] = []
+    schemaVersion: int = msgspec.field(default_factory=_two)
+    mediaType: str | None = msgspec.field(default_factory=lambda: OCI_INDEX)
+    manifests: list[Descriptor] = msgspec.field(default_factory=_no_descriptors)
     annotations: dict[str, str] | None = None
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    schemaVersion: int = 2
-    mediaType: str | None = OCI_MANIFEST
+    schemaVersion: int = msgspec.field(default_factory=_two)
+    mediaType: str | None = msgspec.field(default_factory=lambda: OCI_MANIFEST)
     config: Descriptor
-    layers: list[Descriptor] = []
+    layers: list[Descriptor] = msgspec.field(default_factory=_no_descriptors)
     annotations: dict[str, str] | None = None
 
 
@@ -77,8 +99,8 @@ class ContainerConfig(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=T
 
 
 class RootFS(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    type: str = "layers"
-    diff_ids: list[str] = []
+    type: str = msgspec.field(default_factory=_layers)
+    diff_ids: list[str] = msgspec.field(default_factory=_none)
 
 
 class History(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -92,10 +114,10 @@ class History(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 class ImageConfig(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     created: str | None = None
     author: str | None = None
-    architecture: str = "amd64"
-    os: str = "linux"
+    architecture: str = msgspec.field(default_factory=lambda: architecture())
+    os: str = msgspec.field(default_factory=_linux)
     config: ContainerConfig = ContainerConfig()
-    rootfs: RootFS = RootFS()
+    rootfs: RootFS = msgspec.field(default_factory=RootFS)
     history: list[History] = []
 
 

@@ -6,6 +6,7 @@
       blobs/sha256/<hex>         manifests, configs and layer tars, named by their digest
       layers/<chainid hex>/      each layer unpacked (overlayfs whiteouts), read-only lower
       cache/<key hex>            the build cache: key -> manifest digest
+      sources/<hex>              registry repositories a blob is known to be in (for mounts)
       tmp/                       work in progress (renamed into place when complete)
 
 Images are shared by every project, as Docker's are.  The folder is `_images` so that no
@@ -119,6 +120,11 @@ class Store:
     def cache_dir(self) -> Path:
         return self.root / "cache"
 
+    @property
+    def sources_dir(self) -> Path:
+        """sources/<hex>: the registry repositories a blob is known to be in (push/pull)."""
+        return self.root / "sources"
+
     def blob_path(self, digest: str) -> Path:
         return self.blobs / _hex(digest)
 
@@ -167,9 +173,11 @@ class Store:
         data = oci.encode(value)
         return oci.Descriptor(mediaType=media_type, digest=self.put_bytes(data), size=len(data))
 
-    def adopt_file(self, path: Path, digest: str | None = None) -> str:
-        """Moves a finished file into the blobs (verifying or computing its digest)."""
-        actual = _file_digest(path)
+    def adopt_file(self, path: Path, digest: str | None = None, *,
+                   verified: bool = False) -> str:
+        """Moves a finished file into the blobs (verifying or computing its digest; a caller
+        that hashed it on the way in says `verified`)."""
+        actual = digest if verified and digest is not None else _file_digest(path)
         if digest is not None and digest != actual:
             path.unlink(missing_ok=True)
             raise ImageError(f"blob {digest}: content does not match, got {actual}")
@@ -345,6 +353,10 @@ class Store:
                 if str(path) not in layer_dirs:
                     remove_tree(path)
                     removed_layers += 1
+            if self.sources_dir.is_dir():
+                for path in self.sources_dir.iterdir():
+                    if "sha256:" + path.name not in blobs:
+                        path.unlink()
             self.ensure()
         return removed_blobs, removed_layers
 

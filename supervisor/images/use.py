@@ -67,6 +67,17 @@ def for_container(name: str, image: str | None) -> ImageUse | None:
         raise ContainerError(name, str(e).removeprefix("image ")) from e
 
 
+def current_id(image: str | None) -> str | None:
+    """The ID `image` names in the store now (None for `host`, a rootfs, or a name the store
+    does not have: creating the container will say so)."""
+    if image is None or image == "host":
+        return None
+    try:
+        return Store.default().resolve(image).id
+    except SupervisorError:
+        return None
+
+
 def save(directory: Path, use: ImageUse | None) -> None:
     if use is not None:
         (directory / IMAGE_FILE).write_bytes(msgspec.json.encode(use))
