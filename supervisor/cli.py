@@ -269,11 +269,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 0
     if args.detach or args.wait:
         _start_detached(paths, path.resolve())
-        return _wait_started(paths, list(stack.containers), healthy=args.wait)
+        checked = {name for name, c in stack.containers.items()
+                   if c.healthcheck is not None and c.healthcheck.enabled}
+        return _wait_started(paths, list(stack.containers), healthy=args.wait, checked=checked)
     return _up_foreground(args, stack, paths)
 
 
-def _wait_started(paths: ProjectPaths, names: list[str], healthy: bool) -> int:
+def _wait_started(paths: ProjectPaths, names: list[str], healthy: bool,
+                  checked: set[str] | None = None) -> int:
     """`up -d` returns once every container has started (or failed); `--wait`, once every
     one is running and healthy where it has a healthcheck."""
     import time
@@ -290,9 +293,12 @@ def _wait_started(paths: ProjectPaths, names: list[str], healthy: bool) -> int:
             if name not in pending:
                 continue
             health = state.get("health")
-            if state["status"] == "running" and (not healthy or health is None
-                                                 or health["status"] == "healthy"):
-                print(f" ✔ Container {name}  {'Healthy' if health and healthy else 'Started'}")
+            # `checked`, from the stack file: a run's health state appears a moment after its
+            # start, and until then it looks like a container without a check
+            has_check = name in checked if checked is not None else health is not None
+            if state["status"] == "running" and (not healthy or not has_check or (
+                    health is not None and health["status"] == "healthy")):
+                print(f" ✔ Container {name}  {'Healthy' if has_check and healthy else 'Started'}")
                 pending.discard(name)
             elif state["status"] == "exited" and (state["error"] or healthy) and \
                     state["exit_code"] not in (None, 0):

@@ -231,6 +231,7 @@ class Service:
             self._starting = None
         self.started_once = True
         self.paused = False
+        self.health = None  # not the last run's result: this run's check starts `starting`
         self.events.publish("start", self.name, pid=c.record.pid)
         self._set("running")
         async with trio.open_nursery() as nursery:
