@@ -28,6 +28,7 @@ import httpx
 import msgspec
 
 from supervisor.errors import ApiError, NoSupervisor, SupervisorError
+from supervisor.lightclient import parse_head, read_body, read_head  # stdlib: one copy
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -275,9 +276,9 @@ class Client(_Common):
                     f"Content-Type: application/json\r\nContent-Length: {len(content)}\r\n\r\n")
             try:
                 sock.sendall(head.encode("ascii") + content)
-                status, headers = _read_head(sock, what)
+                status, headers = read_head(sock, what)
                 if status >= 300:
-                    raise _error(status, _read_body(sock, headers), what)
+                    raise _error(status, read_body(sock, headers), what)
                 if status != 101:
                     raise SupervisorError(f"{what}: expected the connection upgraded (101), "
                                           f"got HTTP {status}")
@@ -294,52 +295,6 @@ class Client(_Common):
             raise
         sock.settimeout(None)
         return sock
-
-
-def _read_head(sock: socket.socket, what: str) -> tuple[int, dict[str, str]]:
-    """Status and headers, reading not one byte past the blank line that ends them."""
-    head = b""
-    while True:
-        peeked = sock.recv(65536, socket.MSG_PEEK)
-        if not peeked:
-            raise SupervisorError(f"{what}: the supervisor closed the connection before answering")
-        end = (head + peeked).find(b"\r\n\r\n")
-        if end >= 0:
-            head += _recv_exactly(sock, end + 4 - len(head))
-            break
-        head += _recv_exactly(sock, len(peeked))  # no end in there: all of it is head
-        if len(head) > MAX_HEAD:
-            raise SupervisorError(
-                f"{what}: unexpected answer from the supervisor: headers too long"
-            )
-    status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
-    parts = status_line.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise SupervisorError(f"{what}: unexpected answer from the supervisor: {status_line!r}")
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), headers
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def _read_body(sock: socket.socket, headers: dict[str, str]) -> bytes:
-    """An error body: our server always sends one with a Content-Length."""
-    try:
-        length = int(headers.get("content-length", "0"))
-    except ValueError:
-        length = 0
-    return _recv_exactly(sock, min(length, MAX_HEAD))
 
 
 # --- asyncio ------------------------------------------------------------------------------
@@ -462,7 +417,7 @@ class AsyncClient(_Common):
                          "Accept: application/x-ndjson\r\n\r\n".encode("ascii"))
             async with asyncio.timeout(self.timeout):
                 head = await reader.readuntil(b"\r\n\r\n")
-            status, headers = _parse_head(head, what)
+            status, headers = parse_head(head, what)
             chunked = "chunked" in headers.get("transfer-encoding", "").lower()
             if status >= 300:
                 async with asyncio.timeout(self.timeout):
@@ -497,18 +452,6 @@ class AsyncClient(_Common):
                 f"{what}: no answer from the supervisor within {self.timeout:g} s") from exc
         finally:
             writer.close()
-
-
-def _parse_head(head: bytes, what: str) -> tuple[int, dict[str, str]]:
-    status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
-    parts = status_line.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise SupervisorError(f"{what}: unexpected answer from the supervisor: {status_line!r}")
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), headers
 
 
 async def _read_all(reader: asyncio.StreamReader, headers: dict[str, str],

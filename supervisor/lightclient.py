@@ -310,9 +310,9 @@ class LightClient:
                     f"Content-Type: application/json\r\nContent-Length: {len(content)}\r\n\r\n")
             try:
                 sock.sendall(head.encode("ascii") + content)
-                status, headers = _read_head(sock, what)
+                status, headers = read_head(sock, what)
                 if status >= 300:
-                    raise _error(status, _read_body(sock, headers), what)
+                    raise _error(status, read_body(sock, headers), what)
                 if status != 101:
                     raise SupervisorError(f"{what}: expected the connection upgraded (101), "
                                           f"got HTTP {status}")
@@ -331,7 +331,7 @@ class LightClient:
         return sock
 
 
-def _read_head(sock: socket.socket, what: str) -> tuple[int, dict[str, str]]:
+def read_head(sock: socket.socket, what: str) -> tuple[int, dict[str, str]]:
     """Status and headers, reading not one byte past the blank line that ends them."""
     head = b""
     while True:
@@ -346,6 +346,11 @@ def _read_head(sock: socket.socket, what: str) -> tuple[int, dict[str, str]]:
         if len(head) > MAX_HEAD:
             raise SupervisorError(
                 f"{what}: unexpected answer from the supervisor: headers too long")
+    return parse_head(head, what)
+
+
+def parse_head(head: bytes, what: str) -> tuple[int, dict[str, str]]:
+    """Status and headers of a response head (ending in the blank line)."""
     status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
     parts = status_line.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
@@ -367,7 +372,7 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def _read_body(sock: socket.socket, headers: dict[str, str]) -> bytes:
+def read_body(sock: socket.socket, headers: dict[str, str]) -> bytes:
     """An error body: our server always sends one with a Content-Length."""
     try:
         length = int(headers.get("content-length", "0"))

@@ -10,13 +10,17 @@ from pathlib import Path
 import pytest
 
 from supervisor.paths import ProjectPaths
-from tests.leakguard import OURS
+from tests.leakguard import OURS, sweep_ours
 from tests.rootfs import build_busybox_rootfs
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _leak_scope(tmp_path_factory: pytest.TempPathFactory) -> None:
+def _leak_scope(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     OURS.add(str(tmp_path_factory.getbasetemp()))
+    yield
+    if os.geteuid() == 0:
+        for line in sweep_ours():  # a failed test's leak is already reported by the guard
+            print(f"swept: {line}")
 
 
 @pytest.fixture(scope="session")

@@ -61,7 +61,8 @@ THIRD_PARTY_HOME = {"pyroute2": {"supervisor.linux.netlink"},
                               "supervisor.images.registry"},
                     "h11": {"supervisor.httpserver"}}
 # The client runs in the CLI and in the TUI's asyncio process: only wire shapes and errors.
-CLIENT_MAY_IMPORT = {"supervisor.protocol", "supervisor.errors", "logging_bus.record"}
+CLIENT_MAY_IMPORT = {"supervisor.protocol", "supervisor.errors", "logging_bus.record",
+                     "supervisor.lightclient"}  # its stdlib HTTP helpers, one copy
 
 
 def modules() -> dict[str, Path]:
