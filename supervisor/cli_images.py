@@ -64,7 +64,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         build_args[key] = value if sep else os.environ.get(key, "")
     builder = Builder(_store(), Path(args.context), file=Path(args.file) if args.file else None,
-                      build_args=build_args, no_cache=args.no_cache)
+                      build_args=build_args, no_cache=args.no_cache,
+                      network=args.network != "none")
     trio.run(builder.build, tags)
     return 0
 
@@ -81,7 +82,7 @@ def build_stack_images(stack: Any) -> None:
         if c.build is None:
             continue
         print(f"Building {name} ({c.image})", flush=True)
-        builder = Builder(_store(), Path(c.build))
+        builder = Builder(_store(), Path(c.build), network=stack.stack.network.outbound)
         trio.run(builder.build, [parse(c.image, where=f"{name}: image")])
 
 
@@ -271,6 +272,9 @@ def register(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     b.add_argument("-f", "--file", metavar="FILE")
     b.add_argument("--build-arg", action="append", metavar="K=V")
     b.add_argument("--no-cache", action="store_true")
+    b.add_argument("--network", choices=["default", "none"], default="default",
+                   help="RUN steps' network: a private one with outbound access (default), "
+                   "or none")
     b.add_argument("context", metavar="DIR")
     b.set_defaults(func=cmd_build)
 

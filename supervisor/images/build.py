@@ -4,8 +4,10 @@ Every step's result is an image in the store (config + manifest, untagged), so a
 cached as "parent image + instruction (+ copied content) -> resulting manifest": a rebuild
 whose steps are unchanged only reads the cache, and a change reruns from that step on.
 
-- RUN runs in a container on the layers so far (the usual runtime, its own empty network
-  namespace); the container's writable layer, whiteouts included, becomes the next layer.
+- RUN runs in a container on the layers so far (the usual runtime; a private network with
+  outbound access through slirp4netns, made at the first RUN and shared by the build's RUN
+  steps, as `docker build`'s default; or none); the container's writable layer, whiteouts
+  included, becomes the next layer.
 - COPY/ADD write through an overlay of the layers so far, mounted here for the copy, so
   symlinks in the destination resolve inside the image and parents are copied up as the
   kernel would; the upper dir becomes the layer.
@@ -30,6 +32,7 @@ from pathlib import Path
 import msgspec
 
 from supervisor import config
+from supervisor.config_net import StackNetwork
 from supervisor.container import Container
 from supervisor.errors import SupervisorError, UsageError
 from supervisor.images import containerfile as cf
@@ -39,6 +42,7 @@ from supervisor.images.reference import Reference
 from supervisor.images.store import Image, Store, remove_tree
 from supervisor.images.use import from_image
 from supervisor.linux import init as kernel
+from supervisor.network import StackNet, open_stack_network
 from supervisor.paths import ProjectPaths
 from supervisor.rootfs import host_base_layer
 from supervisor.runtime import Runtime
@@ -85,7 +89,7 @@ def _find_file(context: Path, file: Path | None) -> Path:
 class Builder:
     def __init__(self, store: Store, context_dir: Path, *, file: Path | None = None,
                  build_args: dict[str, str] | None = None, no_cache: bool = False,
-                 out: Callable[[str], None] | None = None) -> None:
+                 out: Callable[[str], None] | None = None, network: bool = True) -> None:
         self.store = store
         self.context = Context(context_dir)
         self.file = _find_file(self.context.root, file)
@@ -97,6 +101,9 @@ class Builder:
         self.cached_steps = 0
         self.paths = ProjectPaths(BUILD_PROJECT, store.root / "build", store.root / "build/run")
         self._runtime: Runtime | None = None
+        self._network = network
+        self._net: StackNet | None = None
+        self._exits = contextlib.AsyncExitStack()  # the network, once a RUN needs it
         self._token = secrets.token_hex(3)
 
     def where(self, ins: cf.Instruction) -> str:
@@ -131,6 +138,9 @@ class Builder:
             assert state is not None
             image = state.image or self._commit_metadata(state, "FROM " + state.key)
         finally:
+            # No cancel scope around this: the network's nursery was opened in this task's
+            # scope stack below any new one, and must close as it opened.
+            await self._exits.aclose()
             self._close_runtime()
         desc = self.store.manifest_descriptor(image)
         for ref in tags:
@@ -276,7 +286,11 @@ class Builder:
             name, {"image": image.manifest_digest, "entrypoint": [], "command": argv,
                    "environment": env}, where=self.where(ins))
         runtime = self._open_runtime()
+        if self._network and self._net is None:
+            self._net = await self._exits.enter_async_context(open_stack_network(
+                self.paths, StackNetwork(), persist=False))
         container = Container.create(runtime, self.paths, cfg)
+        container.network = self._net
         try:
             devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             try:

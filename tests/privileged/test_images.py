@@ -121,6 +121,21 @@ def test_file_deleted_in_run_step(context: Path) -> None:
     assert "etc/hostname" not in names  # written at start, never part of an image
 
 
+def test_run_steps_have_a_network_unless_told(context: Path) -> None:
+    """RUN gets a private network with outbound access (docker build's default): eth0, a
+    route out and the stack's name server; `--network none` leaves loopback alone.  Nothing
+    is contacted beyond the build's own namespace."""
+    (context / "Containerfile").write_text(
+        "FROM scratch\nCOPY rootfs/ /\nRUN cat /proc/net/route /etc/resolv.conf > /net\n")
+    ok("build", "-t", "net:1", str(context))
+    seen = ok("run", "--rm", "--network", "none", "net:1", "cat", "/net")
+    assert "eth0\t00000000" in seen  # the default route, via eth0
+    assert "nameserver 10.88.0.1" in seen
+    ok("build", "--no-cache", "--network", "none", "-t", "net:2", str(context))
+    seen = ok("run", "--rm", "--network", "none", "net:2", "cat", "/net")
+    assert "eth0" not in seen
+
+
 def test_failing_step_names_its_line(context: Path) -> None:
     (context / "Containerfile").write_text(
         "FROM scratch\nCOPY rootfs/ /\n\nRUN echo about to fail; exit 3\n")
