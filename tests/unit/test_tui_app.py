@@ -269,6 +269,10 @@ def test_sigterm_leaves_as_quit_and_ends_the_running_verb(project: ProjectPaths,
             await until(shell, "flaky")
             keys.send_text("events\r")
             await until(shell, "running, Ctrl-C stops it")
+            for _ in range(500):  # the line shows as the child is being spawned
+                if shell.runner.proc is not None:
+                    break
+                await asyncio.sleep(0.01)
             assert shell.runner.proc is not None
             child = shell.runner.proc.pid
             os.kill(os.getpid(), signal.SIGTERM)  # handled by the shell's loop
