@@ -45,7 +45,7 @@ LAYERS: dict[str, int] = {
     "logging_bus.sinks.elasticsearch": 3,
     # L4 orchestrate
     "supervisor.foreground": 4, "supervisor.service": 4, "supervisor.stack": 4,
-    "supervisor.api": 4, "supervisor.daemon": 4, "supervisor.printer": 4,
+    "supervisor.api": 4, "supervisor.api_views": 4, "supervisor.daemon": 4, "supervisor.printer": 4,
     # L5 entry
     "supervisor.cli": 5, "supervisor.__main__": 5, "supervisor.client": 5,
     "supervisor.cli_api": 5, "supervisor.cli_common": 5, "supervisor.cli_logs": 5,
