@@ -65,8 +65,10 @@ def _flag(flag: str, parse: Callable[[str], T], value: str) -> T:
 
 
 def _run_mapping(args: argparse.Namespace) -> dict[str, object]:
-    """`run` flags -> the stack file's keys, so both go through one validation."""
-    from supervisor import config
+    """`run` flags -> the stack file's keys, so both go through one validation.  What
+    depends on the caller (relative paths, `-e KEY` taken from its environment) is resolved
+    here, as the supervisor that may validate it has another folder and environment."""
+    from supervisor.units import parse_size
 
     raw: dict[str, object] = {}
     target = args.image
@@ -89,13 +91,15 @@ def _run_mapping(args: argparse.Namespace) -> dict[str, object]:
                              ("--memory-swap", "memswap_limit", args.memory_swap),
                              ("--shm-size", "shm_size", args.shm_size)):
         if value is not None:
-            raw[key] = -1 if value == "-1" else _flag(flag, config.parse_size, value)
+            raw[key] = -1 if value == "-1" else _flag(flag, parse_size, value)
     if args.cpus is not None:
         raw["cpus"] = _flag("--cpus", float, args.cpus)
     if args.pids_limit is not None:
         raw["pids_limit"] = _flag("--pids-limit", int, args.pids_limit)
     if args.env:
-        raw["environment"] = list(args.env)
+        # `-e KEY` alone: this shell's value, left out when unset (as docker run)
+        raw["environment"] = [item if "=" in item else f"{item}={os.environ[item]}"
+                              for item in args.env if "=" in item or item in os.environ]
     if args.env_file:
         raw["env_file"] = [str(Path(f).resolve()) for f in args.env_file]
     if args.volume:
@@ -149,15 +153,18 @@ def _absolute_bind(spec: str) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     import secrets
 
-    from supervisor import config
     from supervisor.cli_common import reachable
 
     paths = _run_project(args)
     name = args.name or f"run-{secrets.token_hex(3)}"
     raw = _run_mapping(args)
-    cfg = config.container_from_mapping(name, raw, where="supervise run")  # check flags here
     if reachable(paths) or args.detach:
+        # The supervisor validates; config (and msgspec, ~30 ms) is imported here only to
+        # word a refusal as this command's own (see _run_in_supervisor).
         return _run_in_supervisor(args, paths, name, raw)
+    from supervisor import config
+
+    cfg = config.container_from_mapping(name, raw, where="supervise run")
     import trio
 
     from supervisor.foreground import run_container
@@ -169,13 +176,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_in_supervisor(args: argparse.Namespace, paths: ProjectPaths, name: str,
                        raw: dict[str, object]) -> int:
     """Docker's `run` against a supervisor: create, then start detached or attached."""
-    from supervisor.cli_api import print_frames, shuttle
     from supervisor.cli_common import client_for, reachable
 
     if not reachable(paths):
         _start_detached(paths, None)
     client = client_for(paths, timeout=None)
-    client.post("/containers/create", raw, name=name)
+    try:
+        client.post("/containers/create", raw, name=name)
+    except ApiError as e:
+        if e.status == 400:  # bad flags: said as the in-process run says them (exit 2)
+            from supervisor import config
+
+            config.container_from_mapping(name, raw, where="supervise run")
+        raise
     if args.detach:
         try:
             client.post(f"/containers/{name}/start")
@@ -186,6 +199,8 @@ def _run_in_supervisor(args: argparse.Namespace, paths: ProjectPaths, name: str,
             raise SupervisorError(str(e), exit_code=state.get("exit_code") or 125) from None
         print(name)
         return 0
+    from supervisor.cli_api import print_frames, shuttle  # not on `run -d`'s path: msgspec
+
     try:
         if args.tty or args.interactive:
             sock = client.upgrade("POST", f"/containers/{name}/attach", start=1)
