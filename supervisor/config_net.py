@@ -15,6 +15,7 @@ from supervisor.paths import NAME_RE
 from supervisor.units import show
 
 DEFAULT_SUBNET = "10.88.0.0/16"  # podman's; every stack has its own namespace, so no clash
+SLIRP_SUBNET = ipaddress.IPv4Network("10.0.2.0/24")  # slirp4netns's own, in the namespace
 
 
 class PortSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -183,3 +184,8 @@ class StackNetwork(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     outbound: Annotated[bool, Field(read_bool)] = True
     # Let containers reach the host's loopback at 10.0.2.2 (podman's allow_host_loopback).
     host_loopback: Annotated[bool, Field(read_bool)] = False
+
+    def __post_init__(self) -> None:
+        if self.outbound and ipaddress.IPv4Network(self.subnet).overlaps(SLIRP_SUBNET):
+            raise Invalid(f"overlaps {SLIRP_SUBNET}, where outbound access (slirp4netns) "
+                          "lives; choose another subnet or set outbound = false", ("subnet",))

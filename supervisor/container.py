@@ -129,6 +129,13 @@ def _resolv_conf() -> str:
     return "\n".join(keep) + "\n" if keep else ""
 
 
+def _host_resolv_conf() -> str:
+    try:
+        return Path("/etc/resolv.conf").read_text()
+    except OSError:
+        return ""
+
+
 class Container:
     """A container of one project: created once, run many times, removed once."""
 
@@ -296,8 +303,12 @@ class Container:
         The container controls its layer, so nothing there is followed: a symlinked /etc or
         file is replaced, never written through."""
         hostname = self.cfg.hostname or self.cfg.name
-        resolv = setup.resolv if setup is not None and setup.resolv is not None \
-            else _resolv_conf()
+        if setup is not None and setup.resolv is not None:
+            resolv = setup.resolv
+        elif setup is not None and setup.mode == "host":
+            resolv = _host_resolv_conf()  # the host's network: its resolver as it is (podman)
+        else:
+            resolv = _resolv_conf()
         files = {"hostname": hostname + "\n", "hosts": _hosts_file(hostname, setup),
                  "resolv.conf": resolv}
         try:
@@ -403,6 +414,13 @@ class Container:
                 ns = os.open(f"/proc/{setup.netns_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             except OSError as e:
                 raise ContainerError(self.name, f"network_mode: {e.strerror}") from e
+            # The PID may have ended and been reused since: only that container's namespace,
+            # never the supervisor's own (the host's).
+            if os.fstat(ns).st_ino != setup.netns_inode or \
+                    os.fstat(ns).st_ino == os.stat("/proc/self/ns/net").st_ino:
+                os.close(ns)
+                raise ContainerError(self.name, "network_mode: the container whose network "
+                                     "it shares is not running")
             try:
                 proc = await self._spawn(spec, stdio, extra=[ns])
             finally:
@@ -483,6 +501,8 @@ class Container:
 
     async def _finish(self, proc: ContainerProcess) -> None:
         code = await proc.wait()
+        if self.network is not None:  # at once: its PID may be reused from now on
+            self.network.stopped(self.name)
         if self._finishing:  # another task is cleaning up this run: wait for it
             await self._finished.wait()
             return
@@ -502,8 +522,6 @@ class Container:
                         self.record.error = str(e)
             self._cgroup = None
         self._exit = ExitInfo(code, oom)
-        if self.network is not None:
-            self.network.stopped(self.name)
         self.record.status, self.record.pid = "exited", 0
         self.record.exit_code, self.record.oom_killed = code, oom
         self.record.finished_at = now()

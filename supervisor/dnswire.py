@@ -12,6 +12,7 @@ TYPE_AAAA = 28
 CLASS_IN = 1
 RCODE_OK = 0
 RCODE_FORMERR = 1
+RCODE_SERVFAIL = 2
 RCODE_NXDOMAIN = 3
 RCODE_NOTIMP = 4
 TTL = 0  # names follow containers live: resolvers must not cache them
@@ -72,8 +73,11 @@ def answer(q: Question, addresses: list[str] | None, *, rcode: int = RCODE_OK) -
 
 
 def error(packet: bytes, rcode: int) -> bytes | None:
-    """A bare error reply echoing the id of an unreadable query (None if too short)."""
+    """A bare error reply echoing the id of an unreadable query; None if too short or a
+    response itself (two servers must not bounce errors at each other)."""
     if len(packet) < 12:
         return None
     ident, flags = struct.unpack_from("!HH", packet)
+    if flags & 0x8000:
+        return None
     return struct.pack("!HHHHHH", ident, 0x8000 | (flags & 0x7900) | 0x0080 | rcode, 0, 0, 0, 0)

@@ -38,6 +38,7 @@ from supervisor.paths import ProjectPaths
 
 T = TypeVar("T")
 BRIDGE = "sv0"
+DNS_FORWARDS = 64  # lookups of outside names in flight at once
 SLIRP_GATEWAY = "10.0.2.2"  # the host, as slirp4netns shows it
 SLIRP_DNS = "10.0.2.3"
 
@@ -59,7 +60,8 @@ class NetSetup:
     hosts: list[tuple[str, str]] = field(default_factory=list)  # (ip, names) extra lines
     resolv: str | None = None  # None: the host's, minus loopback servers
     env: dict[str, str] = field(default_factory=dict)
-    netns_pid: int = 0  # container mode: join this PID's network namespace
+    netns_pid: int = 0  # container mode: join this PID's network namespace,
+    netns_inode: int = 0  # which must still be this one (the PID may be gone and reused)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,9 @@ class StackNet:
         self.pids: dict[str, int] = {}  # the running PID 1 of each container
         self.bindings: dict[str, list[Binding]] = {}
         self._port_scopes: dict[str, trio.CancelScope] = {}
+        self._listeners: dict[str, list[socket.socket]] = {}
+        self._netns_inodes: dict[str, int] = {}  # the namespace each running PID 1 has
+        self._dns_forwards = trio.CapacityLimiter(DNS_FORWARDS)
         self.slirp: subprocess.Popen[bytes] | None = None
         self._slirp_exit_w = -1
 
@@ -147,12 +152,19 @@ class StackNet:
         if changed:
             self._save()
 
-    def release(self, name: str) -> None:
-        """The container was removed: its address and published ports go."""
+    def unpublish(self, name: str) -> None:
+        """Its published ports close now (a recreated container publishes its new ones)."""
         scope = self._port_scopes.pop(name, None)
         if scope is not None:
             scope.cancel()
+        for listener in self._listeners.pop(name, []):
+            trio.lowlevel.notify_closing(listener)
+            listener.close()
         self.bindings.pop(name, None)
+
+    def release(self, name: str) -> None:
+        """The container was removed: its published ports and its address go."""
+        self.unpublish(name)
         self.configs.pop(name, None)
         if ipam.release(self.leases, name):
             self._save()
@@ -162,7 +174,7 @@ class StackNet:
     def resolve(self, name: str) -> list[str] | None:
         """A container name, hostname or link alias of the stack, always current."""
         name = name.lower().rstrip(".")
-        ip = self.leases.leases.get(name)
+        ip = self._address_of(name)
         if ip is None:
             for cname, cfg in self.configs.items():
                 target = None
@@ -216,10 +228,11 @@ class StackNet:
         if mode.startswith("container:"):
             target = mode[10:]
             pid = self.pids.get(target, 0)
-            if not pid:
+            inode = self._netns_inodes.get(target, 0)
+            if not pid or not inode:
                 raise ContainerError(cfg.name, f"network_mode: container {target!r} is not "
                                      "running")
-            return NetSetup(mode="container", netns_pid=pid, hosts=extra,
+            return NetSetup(mode="container", netns_pid=pid, netns_inode=inode, hosts=extra,
                             resolv=f"nameserver {self.gateway}\n")
         try:
             address, new = ipam.lease(self.leases, cfg.name)
@@ -247,6 +260,8 @@ class StackNet:
     async def wire(self, setup: NetSetup, name: str, pid: int) -> None:
         """The veth into PID 1's namespace (PID 1 waits for it before it execs)."""
         self.pids[name] = pid
+        with contextlib.suppress(OSError):
+            self._netns_inodes[name] = os.stat(f"/proc/{pid}/ns/net").st_ino
         if setup.mode != "bridge":
             return
         try:
@@ -258,6 +273,7 @@ class StackNet:
 
     def stopped(self, name: str) -> None:
         self.pids.pop(name, None)
+        self._netns_inodes.pop(name, None)
 
     # -- published ports -----------------------------------------------------------------
 
@@ -278,6 +294,7 @@ class StackNet:
             raise
         scope = trio.CancelScope()
         self._port_scopes[cfg.name] = scope
+        self._listeners[cfg.name] = [s for s, _, _ in listeners]
         self.bindings[cfg.name] = bindings
         name = cfg.name
 
@@ -333,8 +350,10 @@ class StackNet:
                     elif (found := self.resolve(q.name)) is not None:
                         reply = dnswire.answer(q, found if q.qtype == dnswire.TYPE_A else [])
                     elif self.settings.outbound and "." in q.name:
-                        nursery.start_soon(self._forward, sock, packet, addr)
-                        continue
+                        if self._dns_forwards.available_tokens:
+                            nursery.start_soon(self._forward, sock, packet, addr)
+                            continue
+                        reply = dnswire.answer(q, None, rcode=dnswire.RCODE_SERVFAIL)
                     else:
                         reply = dnswire.answer(q, None)
                     if reply is not None:
@@ -343,11 +362,15 @@ class StackNet:
 
     async def _forward(self, sock: trio.socket.SocketType, packet: bytes,
                        addr: tuple[str, int]) -> None:
-        """Other names go to slirp4netns's resolver (the host's)."""
-        raw = await wait_future(self.thread.submit(
-            lambda: self.thread.socket(socket.AF_INET, socket.SOCK_DGRAM)))
-        with trio.socket.from_stdlib_socket(raw) as up:
-            with trio.move_on_after(3):
+        """Other names go to slirp4netns's resolver (the host's); at most DNS_FORWARDS at
+        once, so a container's lookups cannot use up the supervisor's descriptors."""
+        async with self._dns_forwards:
+            try:
+                raw = await wait_future(self.thread.submit(
+                    lambda: self.thread.socket(socket.AF_INET, socket.SOCK_DGRAM)))
+            except OSError:
+                return
+            with trio.socket.from_stdlib_socket(raw) as up, trio.move_on_after(3):
                 try:
                     await up.sendto(packet, (SLIRP_DNS, 53))
                     reply = await up.recv(4096)
@@ -369,14 +392,19 @@ class StackNet:
                 "tap0"]
         if not self.settings.host_loopback:
             argv.insert(3, "--disable-host-loopback")
-        self.paths.run.mkdir(parents=True, exist_ok=True)
         # A file, as a pipe nobody reads would fill; one per process (one-offs run side by side)
         log = self.paths.run / f"slirp4netns.{os.getpid()}.log"
         try:
+            self.paths.run.mkdir(parents=True, exist_ok=True)
             with open(log, "wb") as out:
                 self.slirp = subprocess.Popen(
                     argv, pass_fds=[ready_w, exit_r, self.thread.ns_fd],
                     stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        except OSError as e:
+            os.close(ready_r)
+            os.close(exit_w)
+            raise NetworkError(f"[stack.network] outbound: slirp4netns: "
+                               f"{e.strerror or e}") from e
         finally:
             os.close(ready_w)
             os.close(exit_r)
@@ -406,7 +434,7 @@ class StackNet:
             self._slirp_exit_w = -1
         err = ""
         if self.slirp is not None:
-            try:
+            try:  # it exits at once on --exit-fd; the wait is short, even on the loop
                 self.slirp.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.slirp.kill()
@@ -449,6 +477,7 @@ async def open_stack_network(paths: ProjectPaths, settings: NetworkSettings, *,
             finally:
                 nursery.cancel_scope.cancel()
     finally:
-        if net is not None:
-            net._stop_slirp()
-        await trio.to_thread.run_sync(thread.close)
+        with trio.CancelScope(shield=True):  # a cancelled caller must not leak the thread
+            if net is not None:
+                await trio.to_thread.run_sync(net._stop_slirp)
+            await trio.to_thread.run_sync(thread.close)

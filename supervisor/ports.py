@@ -24,6 +24,8 @@ from supervisor.errors import ContainerError
 CHUNK = 1 << 20
 F_SETPIPE_SZ = 1031
 UDP_IDLE = 90.0
+MAX_RELAYS = 1024  # TCP connections relayed at once, per published port
+MAX_FLOWS = 1024  # UDP client addresses with an upstream socket, per published port
 _SPLICE = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 
 Connect = Callable[[int], Awaitable[socket.socket]]  # family -> a connected stack socket
@@ -115,22 +117,34 @@ async def _relay(client: socket.socket, connect: Connect, family: int) -> None:
                 s.close()
 
 
+async def _counted_relay(relays: trio.CapacityLimiter, client: socket.socket,
+                         connect: Connect) -> None:
+    async with relays:
+        await _relay(client, connect, socket.AF_INET)
+
+
 async def serve_tcp(listener: socket.socket, connect: Connect) -> None:
+    """Accepts and relays, at most MAX_RELAYS connections at once per port (each holds six
+    descriptors of the supervisor's)."""
+    relays = trio.CapacityLimiter(MAX_RELAYS)
     try:
         async with trio.open_nursery() as nursery:
             while True:
                 await trio.lowlevel.wait_readable(listener)
+                async with relays:  # a slot first: past the cap, clients wait in the backlog
+                    pass
                 try:
                     client, _ = listener.accept()
                 except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                     continue
                 except OSError as e:
-                    if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        await trio.sleep(0.1)  # out of descriptors: let others finish
-                        continue
-                    raise
+                    if e.errno in (errno.EBADF, errno.EINVAL):
+                        raise  # the listener was closed
+                    # out of descriptors, or a network error handed up by accept: go on
+                    await trio.sleep(0.1)
+                    continue
                 client.setblocking(False)
-                nursery.start_soon(_relay, client, connect, socket.AF_INET)
+                nursery.start_soon(_counted_relay, relays, client, connect)
     finally:
         trio.lowlevel.notify_closing(listener)
         listener.close()
@@ -165,10 +179,11 @@ async def serve_udp(listener: socket.socket, connect: Connect) -> None:
                 flow.last = trio.current_time()
                 with contextlib.suppress(OSError):
                     await sock.sendto(reply, addr)
-        except OSError:
+        except (OSError, trio.ClosedResourceError):  # gone, or evicted for a newer flow
             pass
         finally:
-            flows.pop(addr, None)
+            if flows.get(addr) is flow:
+                del flows[addr]
             flow.up.close()
 
     try:
@@ -180,6 +195,9 @@ async def serve_udp(listener: socket.socket, connect: Connect) -> None:
                     continue
                 flow = flows.get(addr)
                 if flow is None:
+                    if len(flows) >= MAX_FLOWS:  # the least recently active one makes room
+                        oldest = min(flows, key=lambda a: flows[a].last)
+                        flows.pop(oldest).up.close()
                     try:
                         flow = _Flow(trio.socket.from_stdlib_socket(
                             await connect(socket.AF_INET)))

@@ -333,6 +333,8 @@ class Stack:
                     old.container.remove(volumes=False)
                     old.scope.cancel()
                     del self.services[name]
+                    if self.network is not None:  # the new config publishes its own ports
+                        self.network.unpublish(name)
                     self.events.publish("destroy", name, reason="config changed")
                     records.pop(name, None)
                 changed.append(name)

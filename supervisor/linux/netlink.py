@@ -110,8 +110,8 @@ class NetnsThread:
     # -- jobs (run on the thread) ---------------------------------------------------------
 
     def make_bridge(self, name: str, gateway: str, prefixlen: int) -> int:
-        ipr = self.ipr
         try:
+            ipr = self.ipr
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
             ipr.link("add", ifname=name, kind="bridge", address=mac_for(gateway))
             index: int = ipr.link_lookup(ifname=name)[0]
@@ -125,10 +125,10 @@ class NetnsThread:
     def add_veth(self, name: str, bridge: int, pid: int, address: str) -> None:
         """A veth pair: `name` on the bridge here, `eth0` in PID `pid`'s namespace with the
         MAC of `address` (the container sets the address itself, see init.py)."""
-        ipr = self.ipr
         # A path, not a descriptor: pyroute2 may close a descriptor it was given (seen here).
         ns = f"/proc/{pid}/ns/net"
         try:
+            ipr = self.ipr
             for attempt in (0, 1):
                 try:
                     ipr.link("add", ifname=name, kind="veth", peer={

@@ -330,3 +330,53 @@ def _ppid(p: Path) -> int:
         return int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return 0
+
+
+def test_up_with_changed_ports_publishes_the_new_ones(linked: tuple[Supervised, int, int],
+                                                      ) -> None:
+    s, tcp, _ = linked
+    new = free_port()
+    s.file.write_text(s.file.read_text().replace(f"127.0.0.1:{tcp}:3000", f"127.0.0.1:{new}:3000"))
+    assert s.up().returncode == 0
+    assert s.ok("port", "server").splitlines()[0] == f"3000/tcp -> 127.0.0.1:{new}"
+    wait_listening(s)
+    with socket.create_connection(("127.0.0.1", new), timeout=5) as c:
+        c.sendall(b"moved")
+        assert c.recv(100) == b"moved"
+    with pytest.raises(OSError):  # the old port is closed, not left forwarding
+        socket.create_connection(("127.0.0.1", tcp), timeout=2).close()
+
+
+def test_a_cancelled_stack_network_leaves_no_thread_or_namespace(
+        project: ProjectPaths) -> None:
+    import threading
+
+    import trio
+
+    from supervisor.config_net import StackNetwork
+    from supervisor.network import open_stack_network
+
+    own = os.readlink("/proc/self/ns/net")
+
+    def namespaces() -> int:
+        found = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:  # the listing's own descriptor, closed by now
+                continue
+            found += target.startswith("net:") and target != own
+        return found
+
+    def ours() -> list[str]:  # trio keeps a cached worker thread of its own: not counted
+        return [t.name for t in threading.enumerate() if t.name.startswith("netns-")]
+
+    before = (ours(), namespaces())
+
+    async def main() -> None:
+        with trio.move_on_after(0.5):
+            async with open_stack_network(project, StackNetwork(outbound=False)):
+                await trio.sleep(10)
+
+    trio.run(main)
+    assert (ours(), namespaces()) == before

@@ -89,3 +89,5 @@ def test_dns_nodata_nxdomain_and_garbage() -> None:
     assert dnswire.parse_query(bytes(response)) is None
     err = dnswire.error(b"\x12\x34" + bytes(10), dnswire.RCODE_FORMERR)
     assert err is not None and err[:2] == b"\x12\x34"
+    # an unreadable *response* gets no answer: two servers must not bounce errors
+    assert dnswire.error(b"\x12\x34\x80" + bytes(9), dnswire.RCODE_FORMERR) is None
