@@ -77,7 +77,8 @@ def summary(service: Service) -> ContainerSummary:
              for b in bindings]
     return ContainerSummary(name=c.name, image=c.cfg.image or c.cfg.rootfs or "",
                             command=" ".join(argv), created=c.record.created,
-                            state=service.state(), status=status_text(service), ports=ports)
+                            state=service.state(), status=status_text(service), ports=ports,
+                            labels=dict(c.cfg.labels))
 
 
 def inspect(service: Service) -> ContainerInspect:
@@ -112,9 +113,9 @@ def filters(req: Request) -> dict[str, list[str]]:
             raise HTTPError(400, f"filter: expected KEY=VALUE, got {item!r}")
         out.setdefault(key, []).append(value)
     for key in out:
-        if key not in ("name", "status", "health", "id", "container"):
+        if key not in ("name", "status", "health", "id", "container", "label"):
             raise HTTPError(400, f"filters: unknown filter {key!r}, expected name, status, "
-                            "health, id or container")
+                            "health, id, container or label")
     return out
 
 
@@ -127,6 +128,10 @@ def matches(row: ContainerSummary, filters: dict[str, list[str]]) -> bool:
         if key == "health" and (row.state.health.status if row.state.health else "none") \
                 not in values:
             return False
+        for wanted in values if key == "label" else []:  # label=KEY or label=KEY=VALUE
+            label, sep, value = wanted.partition("=")
+            if label not in row.labels or (sep and row.labels[label] != value):
+                return False
     return True
 
 

@@ -53,6 +53,7 @@ from supervisor.config_keys import (
     read_cpus,
     read_env_file_key,
     read_environment,
+    read_labels,
     read_mem_limit,
     read_memswap,
     read_pids_limit,
@@ -213,6 +214,7 @@ class Container(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     ports: Annotated[list[PortSpec], Field(each(read_port, str | int), show_port)] = []
     expose: Annotated[list[ExposedPort], Field(each(read_expose, str | int), show_expose)] = []
     extra_hosts: Annotated[dict[str, str], Field(read_extra_hosts)] = {}
+    labels: Annotated[dict[str, str], Field(read_labels)] = {}
 
     def __post_init__(self) -> None:
         if not NAME_RE.fullmatch(self.name):

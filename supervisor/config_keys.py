@@ -330,6 +330,20 @@ def read_environment(value: object, ctx: Ctx) -> dict[str, str]:
     return env
 
 
+def read_labels(value: object, ctx: Ctx) -> dict[str, str]:
+    """Compose's `labels`: a table, or a list of "key=value" (a bare key is an empty value)."""
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            if isinstance(item, bool) or not isinstance(item, str | int | float):
+                raise Invalid(f"expected a string, got {show(item)}", (key,))
+            out[key] = str(item)
+        return out
+    if not isinstance(value, list):
+        raise Invalid(f"expected a table or a list of 'key=value', got {show(value)}")
+    return {k: v for k, _, v in (item.partition("=") for item in typed(value, list[str]))}
+
+
 def read_env_file_key(value: object, ctx: Ctx) -> str:
     assert isinstance(value, str)
     path = absolute(value, ctx.base)

@@ -110,6 +110,7 @@ class ContainerSummary(msgspec.Struct, frozen=True, kw_only=True):
     state: ContainerState
     status: str  # Docker's human text: "Up 5 seconds (healthy)", "Exited (1) 3 seconds ago"
     ports: list[str] = []
+    labels: dict[str, str] = {}
 
 
 class ContainerInspect(msgspec.Struct, frozen=True, kw_only=True):

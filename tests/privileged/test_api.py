@@ -33,6 +33,7 @@ def running(tmp_path_factory: pytest.TempPathFactory,
 rootfs = "{busybox_rootfs}"
 command = ["sleep", "300"]
 stop_grace_period = "0s"
+labels = {{ tier = "front", team = "shop" }}
 
 [containers.job]
 rootfs = "{busybox_rootfs}"
@@ -127,6 +128,20 @@ def test_malformed_request_gets_4xx_with_message(running: Supervised, method: st
     assert isinstance(answer, dict) and isinstance(answer.get("message"), str)
     message = answer["message"]
     assert isinstance(message, str) and message and "\n" not in message
+
+
+def test_ps_filters_by_label(running: Supervised) -> None:
+    def names(query: str) -> list[str]:
+        status, body = request(running, http("GET", f"/containers/json?all=1&{query}"))
+        assert status == 200 and isinstance(body, list)
+        return sorted(row["name"] for row in body)
+
+    assert names("filter=label%3Dtier") == ["web"]
+    assert names("filter=label%3Dtier%3Dfront&filter=label%3Dteam%3Dshop") == ["web"]
+    assert names("filter=label%3Dtier%3Dback") == []
+    out = running.ok("ps", "-a", "--filter", "label=tier=front", "--format", "json")
+    assert [json.loads(line)["labels"] for line in out.splitlines()] == [
+        {"tier": "front", "team": "shop"}]
 
 
 def test_garbage_is_a_400(running: Supervised) -> None:

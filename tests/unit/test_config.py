@@ -105,6 +105,8 @@ BAD: list[tuple[str, str, str]] = [
     ("subnet", '[stack.network]\nsubnet = "10.0.0.0/33"\n' + WEB,
      "stack.toml: stack.network.subnet: expected an IPv4 subnet such as '10.88.0.0/16', "
      "got '10.0.0.0/33'"),
+    ("labels-type", WEB + 'labels = { tier = ["a"] }\n',
+     "stack.toml: containers.web.labels.tier: expected a string, got a list"),
     ("subnet-slirp", '[stack.network]\nsubnet = "10.0.0.0/8"\n' + WEB,
      "stack.toml: stack.network.subnet: overlaps 10.0.2.0/24, where outbound access "
      "(slirp4netns) lives; choose another subnet or set outbound = false"),
