@@ -9,6 +9,8 @@ does.  The stack's own config stays as written, so `up` still compares like with
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -126,6 +128,75 @@ def volume_mounts(use: ImageUse | None, mounts: Sequence[MountRecord], cfg: conf
             name, data = reused, volumes.ensure(reused)
         else:
             name, data = volumes.new_anonymous()
+            seed_volume(data, use.lower, target)
         out.append(MountRecord(type="volume", source=str(data), target=target, name=name,
                                anonymous=True))
     return out
+
+
+def seed_volume(data: Path, lower: Sequence[str], target: str) -> None:
+    """A new volume starts with what the image has at its path, as Docker's does: the
+    layers merged bottom up, whiteouts and opaque directories honoured.  A layer in which a
+    component of the path is not a real directory (a symlink: it could point anywhere on
+    this host) is skipped."""
+    from supervisor.images.layers import is_opaque
+
+    parts = [p for p in target.split("/") if p]
+    if not parts:
+        return
+    for layer in reversed(lower):  # `lower` is top first
+        src = Path(layer)
+        for part in parts:
+            src = src / part
+            try:
+                st = os.lstat(src)
+            except OSError:
+                break
+            if not stat.S_ISDIR(st.st_mode):
+                break
+        else:
+            if is_opaque(src):
+                _clear(data)
+            os.chown(data, st.st_uid, st.st_gid)
+            os.chmod(data, stat.S_IMODE(st.st_mode))
+            _merge(src, data)
+
+
+def _merge(src: Path, dst: Path) -> None:
+    from supervisor.images.layers import is_opaque, is_whiteout
+
+    for entry in os.scandir(src):
+        st = entry.stat(follow_symlinks=False)
+        target = dst / entry.name
+        if is_whiteout(st):
+            _remove(target)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if not target.is_dir() or target.is_symlink() or is_opaque(entry.path):
+                _remove(target)
+            target.mkdir(exist_ok=True)
+            _merge(Path(entry.path), target)
+        else:
+            _remove(target)
+            if stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(entry.path), target)
+            elif stat.S_ISREG(st.st_mode):
+                shutil.copyfile(entry.path, target, follow_symlinks=False)
+            else:
+                continue  # devices, fifos, sockets: not seeded
+        os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(target, stat.S_IMODE(st.st_mode))
+            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _clear(folder: Path) -> None:
+    for entry in os.scandir(folder):
+        _remove(Path(entry.path))
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)

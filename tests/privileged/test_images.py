@@ -136,6 +136,21 @@ def test_run_steps_have_a_network_unless_told(context: Path) -> None:
     assert "eth0" not in seen
 
 
+def test_a_new_volume_starts_with_the_images_content(context: Path) -> None:
+    """Docker's rule: an image's VOLUME is seeded from the image, layers merged (a file
+    deleted in a later layer is not there); a reused volume is left as it is."""
+    (context / "Containerfile").write_text(
+        "FROM scratch\nCOPY rootfs/ /\n"
+        "RUN mkdir -p /data/sub && echo one > /data/f && echo gone > /data/old && "
+        "ln -s /etc /data/link && chmod 750 /data\n"
+        "RUN echo two > /data/sub/g && rm /data/old\n"
+        "VOLUME /data\n")
+    ok("build", "-t", "seeded:1", str(context))
+    out = ok("run", "--rm", "seeded:1", "sh", "-c",
+             "cat /data/f /data/sub/g; ls /data; readlink /data/link; stat -c %a /data")
+    assert out == "one\ntwo\nf\nlink\nsub\n/etc\n750\n"
+
+
 def test_failing_step_names_its_line(context: Path) -> None:
     (context / "Containerfile").write_text(
         "FROM scratch\nCOPY rootfs/ /\n\nRUN echo about to fail; exit 3\n")
