@@ -135,31 +135,44 @@ def volume_mounts(use: ImageUse | None, mounts: Sequence[MountRecord], cfg: conf
 
 
 def seed_volume(data: Path, lower: Sequence[str], target: str) -> None:
-    """A new volume starts with what the image has at its path, as Docker's does: the
-    layers merged bottom up, whiteouts and opaque directories honoured.  A layer in which a
-    component of the path is not a real directory (a symlink: it could point anywhere on
-    this host) is skipped."""
-    from supervisor.images.layers import is_opaque
+    """A new volume starts with what the image has at its path, as Docker's does.
+
+    The layers that show something there are found top down, as overlayfs would: a layer in
+    which the path (or a parent) is a whiteout, or not a directory, hides everything below
+    it (and a symlinked parent is never followed: it could point anywhere on this host); an
+    opaque directory on the way hides what is below it too.  Those layers are then merged
+    bottom up, their own whiteouts honoured."""
+    from supervisor.images.layers import is_opaque, is_whiteout
 
     parts = [p for p in target.split("/") if p]
     if not parts:
         return
-    for layer in reversed(lower):  # `lower` is top first
-        src = Path(layer)
+    visible: list[Path] = []  # top first
+    for layer in lower:  # `lower` is top first
+        src, hidden_below, found = Path(layer), False, True
         for part in parts:
             src = src / part
             try:
                 st = os.lstat(src)
             except OSError:
+                found = False  # this layer does not touch the path
                 break
-            if not stat.S_ISDIR(st.st_mode):
+            if is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
+                found, hidden_below = False, True
                 break
-        else:
             if is_opaque(src):
-                _clear(data)
-            os.chown(data, st.st_uid, st.st_gid)
-            os.chmod(data, stat.S_IMODE(st.st_mode))
-            _merge(src, data)
+                hidden_below = True  # this layer's content, nothing older
+        if found:
+            visible.append(src)
+        if hidden_below:
+            break
+    for src in reversed(visible):
+        st = os.lstat(src)
+        if is_opaque(src):
+            _clear(data)
+        os.chown(data, st.st_uid, st.st_gid)
+        os.chmod(data, stat.S_IMODE(st.st_mode))
+        _merge(src, data)
 
 
 def _merge(src: Path, dst: Path) -> None:

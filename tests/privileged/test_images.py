@@ -149,6 +149,17 @@ def test_a_new_volume_starts_with_the_images_content(context: Path) -> None:
     out = ok("run", "--rm", "seeded:1", "sh", "-c",
              "cat /data/f /data/sub/g; ls /data; readlink /data/link; stat -c %a /data")
     assert out == "one\ntwo\nf\nlink\nsub\n/etc\n750\n"
+    # a path removed in a later layer seeds nothing from below it
+    (context / "Containerfile").write_text(
+        "FROM scratch\nCOPY rootfs/ /\nRUN mkdir /data && echo old > /data/old\n"
+        "RUN rm -rf /data\nRUN mkdir /data && echo new > /data/new\nVOLUME /data\n")
+    ok("build", "-t", "seeded:2", str(context))
+    assert ok("run", "--rm", "seeded:2", "ls", "/data") == "new\n"
+    (context / "Containerfile").write_text(
+        "FROM scratch\nCOPY rootfs/ /\nRUN mkdir /data && echo old > /data/old\n"
+        "RUN rm -rf /data\nVOLUME /data\n")
+    ok("build", "-t", "seeded:3", str(context))
+    assert ok("run", "--rm", "seeded:3", "ls", "-A", "/data") == ""
 
 
 def test_failing_step_names_its_line(context: Path) -> None:
