@@ -32,9 +32,10 @@ from pathlib import Path
 import msgspec
 import trio
 
+from logging_bus.errors import LogBusError
 from logging_bus.filters import Event, Pipeline
 from logging_bus.reader import Reader
-from logging_bus.sinks import Sink, SinkError, SinkRejected, open_sink
+from logging_bus.sinks import PayloadTooLarge, Sink, SinkError, SinkRejected, open_sink
 from logging_bus.specs import FilterSpec, OutputSpec
 from logging_bus.store import LogStore
 
@@ -94,6 +95,7 @@ class Forwarder:
         self._wakeup = trio.Event()
         self._progress = trio.Event()
         self._draining = False
+        self._save_error: str | None = None
 
     def _start_cursor(self) -> int:
         store, where = self.store, f"output {self.name}"
@@ -151,7 +153,15 @@ class Forwarder:
         while True:
             self._wakeup = trio.Event()  # before reading: an append after this sets it
             closed = store.closed
-            records = list(reader.records(limit=batch))
+            try:
+                records = list(reader.records(limit=batch))
+            except (OSError, LogBusError) as e:  # an output never ends the stack: said,
+                error = f"output {self.name}: reading the log store: {e}"  # and retried
+                if error != self.failing:
+                    self.notice(error)
+                self.failing = error
+                await trio.sleep(min(self.spec.retry_max, 5.0))
+                continue
             events = pipeline.feed(records)
             if len(records) < batch:  # caught up: held multiline events may be due
                 events += pipeline.flush(None if self._draining else self.clock())
@@ -170,10 +180,30 @@ class Forwarder:
                 await self._wakeup.wait()
 
     async def _deliver(self, events: list[Event]) -> None:
+        if len(events) > 1:
+            try:
+                await self._deliver_one(events, split=True)
+                return
+            except PayloadTooLarge:  # too big for the receiver: halves, each delivered
+                half = len(events) // 2
+                await self._deliver(events[:half])
+                await self._deliver(events[half:])
+                return
+        await self._deliver_one(events, split=False)
+
+    async def _deliver_one(self, events: list[Event], *, split: bool) -> None:
+        """Until delivered (backoff between tries) or rejected; with `split`, a 413 goes
+        to the caller, which sends halves."""
         delay, failures = self.first_delay, 0
         while True:
             try:
                 await self.sink.send(events)
+            except PayloadTooLarge as e:
+                if split:
+                    raise
+                self.notice(f"output {self.name}: {e}; a line too large for the receiver "
+                            "skipped")
+                return
             except SinkRejected as e:
                 self.notice(f"output {self.name}: {e}; {len(events)} lines skipped")
                 return
@@ -202,8 +232,12 @@ class Forwarder:
         try:
             await trio.to_thread.run_sync(save_cursor, self.cursor_file, cursor)
         except OSError as e:  # the next batch tries again; a restart repeats, never skips
-            self.notice(f"output {self.name}: {self.cursor_file}: {e.strerror or e}")
+            error = f"output {self.name}: {self.cursor_file}: {e.strerror or e}"
+            if error != self._save_error:  # said once, not once a batch
+                self.notice(error)
+            self._save_error = error
             return
+        self._save_error = None
         self.cursor = cursor
         self._progress.set()
         self._progress = trio.Event()

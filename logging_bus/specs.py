@@ -180,6 +180,8 @@ class FileOutput(OutputSpec, tag="file", frozen=True):
             raise SpecError("path", f"expected an absolute path, got {self.path!r}")
         _positive("max_size", self.max_size)
         _positive("max_files", self.max_files)
+        if self.max_files > 1000:
+            raise SpecError("max_files", f"expected at most 1000, got {self.max_files}")
 
 
 class SyslogOutput(OutputSpec, tag="syslog", frozen=True):
@@ -213,6 +215,11 @@ class _HttpOutput(OutputSpec, frozen=True):
         if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", self.url):
             raise SpecError("url", f"expected an http:// or https:// URL, got {self.url!r}")
         _positive("timeout", self.timeout)
+        for name, value in self.headers.items():  # what HTTP/1.1 can carry, no CR/LF
+            if not re.fullmatch(r"[!#-'*+.0-9A-Z^-z|~-]+", name) or \
+                    not re.fullmatch(r"[ -~]*", value):
+                raise SpecError("headers", f"expected printable ASCII names and values, "
+                                           f"got {name!r}")
 
 
 class LokiOutput(_HttpOutput, tag="loki", frozen=True):

@@ -61,6 +61,9 @@ class HttpReceiver:
         self.problems: list[str] = []
         self.requests = 0
         self.failures_left = 0
+        self.fail_status = 500
+        self.max_body = 1 << 62  # larger bodies get 413
+        self.too_large = 0
         self._lock = threading.Lock()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -116,15 +119,19 @@ class HttpReceiver:
         self.down()
         self._sock.close()
 
-    def fail(self, n: int) -> None:
+    def fail(self, n: int, status: int = 500) -> None:
         self.failures_left = n
+        self.fail_status = status
 
     def handle(self, path: str, content_type: str, body: bytes) -> tuple[int, Any]:
         with self._lock:
             self.requests += 1
             if self.failures_left:
                 self.failures_left -= 1
-                return 500, {"error": "failing on purpose"}
+                return self.fail_status, {"error": "failing on purpose"}
+            if len(body) > self.max_body:
+                self.too_large += 1
+                return 413, {"error": "payload too large"}
             try:
                 if path == "/loki/api/v1/push":
                     assert content_type == "application/json", content_type

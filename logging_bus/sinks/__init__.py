@@ -40,6 +40,11 @@ class SinkRejected(SinkError):
     """The receiver refused the batch; sending it again will not help."""
 
 
+class PayloadTooLarge(SinkError):
+    """The receiver refused the batch for its size (HTTP 413): send it in smaller pieces;
+    a single line still refused is rejected."""
+
+
 class Sink(Protocol):
     async def send(self, events: Sequence[Event]) -> None: ...
 

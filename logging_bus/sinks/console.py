@@ -39,7 +39,9 @@ class ConsoleSink:
     async def send(self, events: Sequence[Event]) -> None:
         data = encode_lines(events)
         try:
-            await trio.to_thread.run_sync(write_all, self.fd, data)
+            # Abandoned on cancel: a stdout nobody reads (`up | less` paused, Ctrl-S) must not
+            # hold up a shutdown; the cursor was not saved, so a restart repeats, never loses.
+            await trio.to_thread.run_sync(write_all, self.fd, data, abandon_on_cancel=True)
         except OSError as e:
             raise SinkError(f"standard output: {e.strerror or e}") from e
 

@@ -42,18 +42,34 @@ def _param_value(value: object) -> str:
     return text.translate(_SD_ESCAPES)
 
 
-def format_message(event: Event, *, facility: int, hostname: str, project: str) -> bytes:
+MAX_PARAM = 1024  # bytes of one structured-data value (a datagram must hold the header)
+
+
+def _capped(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes, on a character boundary."""
+    raw = text.encode(errors="replace")
+    return text if len(raw) <= limit else raw[:limit].decode(errors="ignore")
+
+
+def format_message(event: Event, *, facility: int, hostname: str, project: str,
+                   limit: int | None = None) -> bytes:
+    """The RFC 5424 message; with `limit` (datagrams) the MSG part is cut to fit, on a
+    character boundary, and each field value is capped, so the header and the
+    structured data always arrive whole."""
     severity = 3 if event.source == "stderr" else 6
     stamp = datetime.fromtimestamp(event.time, UTC).isoformat(timespec="microseconds")
     msgid = "file" if event.source.startswith("file:") else (event.source or "-")
     sd = (f'[supervise@32473 project="{_param_value(project)}" seq="{event.seq}" '
           f'source="{_param_value(event.source)}"]')
     if event.fields:
-        sd += "[fields@32473" + "".join(f' {_param_name(k)}="{_param_value(v)}"'
-                                         for k, v in event.fields.items()) + "]"
+        sd += "[fields@32473" + "".join(
+            f' {_param_name(k)}="'
+            f'{_param_value(_capped(v, MAX_PARAM) if limit and isinstance(v, str) else v)}"'
+            for k, v in event.fields.items()) + "]"
     head = (f"<{facility * 8 + severity}>1 {stamp.replace('+00:00', 'Z')} {hostname} "
-            f"{event.container[:48] or '-'} - {msgid[:32]} {sd} ")
-    return (head + event.line).encode(errors="replace")
+            f"{event.container[:48] or '-'} - {msgid[:32]} {sd} ").encode(errors="replace")
+    line = event.line if limit is None else _capped(event.line, max(limit - len(head), 0))
+    return head + line.encode(errors="replace")
 
 
 class SyslogSink:
@@ -69,7 +85,8 @@ class SyslogSink:
 
     def format(self, event: Event) -> bytes:
         return format_message(event, facility=self.facility, hostname=self.hostname,
-                              project=self.project)
+                              project=self.project,
+                              limit=None if self.scheme == "tcp" else MAX_DATAGRAM)
 
     async def send(self, events: Sequence[Event]) -> None:
         messages = [self.format(e) for e in events]
@@ -85,7 +102,11 @@ class SyslogSink:
             await self.aclose()
             cause = e.__cause__ if isinstance(e, trio.BrokenResourceError) else e
             errno = getattr(cause, "errno", None)
-            what = os.strerror(errno).lower() if errno else str(cause) or "connection lost"
+            if errno and errno > 0:
+                what = os.strerror(errno).lower()
+            else:  # gaierror's errno is negative: its own text ("Name or service not known")
+                what = (getattr(cause, "strerror", None) or str(cause) or "connection lost")
+                what = str(what).lower()
             raise SinkError(f"syslog {self.address}: {what}") from e
 
     async def _tcp(self) -> trio.SocketStream:

@@ -202,3 +202,28 @@ async def test_filters_fields_multiline_and_long_lines_arrive(case: OutputCase,
     assert second.fields["level"] == "#" and second.fields["env"] == "test"
     [web] = (g for g in got if g.container == "web")
     assert (web.line, web.fields) == (long, {"env": "test"})
+
+
+@pytest.mark.parametrize("kind", ["loki", "elasticsearch"])
+async def test_http_auth_errors_are_retried_and_413_splits_the_batch(kind: str,
+                                                                      tmp_path: Path) -> None:
+    """A 401 (an expired token) or 404 is retried, never a reason to skip lines; a 413 sends
+    the batch in halves until the receiver takes them."""
+    case = CASES[kind](tmp_path)
+    h = Harness(case, tmp_path)
+    receiver = case.receiver  # type: ignore[attr-defined]
+    receiver.fail(3, status=401)
+    receiver.max_body = 4000  # a few dozen lines at most
+    fw = h.forwarder(case.spec(batch=500))
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(fw.run)
+            h.write("web", 0, 300, 8)
+            got = await received(case, 300)
+            nursery.cancel_scope.cancel()
+    finally:
+        h.store.close()
+        case.close()
+    assert lines_of(got, "web") == expected("web", 0, 300)
+    assert receiver.too_large > 0
+    assert not any("skipped" in n for n in h.notices), h.notices

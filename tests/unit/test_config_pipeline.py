@@ -111,6 +111,12 @@ def test_render_loads_back_toml_and_json(tmp_path: Path) -> None:
 
 
 BAD = [
+    ("[stack.logs.outputs.l]\ntype = 'loki'\nurl = 'http://127.0.0.1:3100'\n"
+     "headers = { Authorization = 'Bearer \u2603' }\n",
+     "stack.logs.outputs.l.headers: expected printable ASCII names and values, "
+     "got 'Authorization'"),
+    ("[stack.logs.outputs.f]\ntype = 'file'\npath = '/tmp/x.jsonl'\nmax_files = 5000\n",
+     "stack.logs.outputs.f.max_files: expected at most 1000, got 5000"),
     ("[[stack.logs.filters]]\npattern = 'x'\n",
      "stack.logs.filters[0]: missing key 'type', expected one of 'json', 'regex', 'multiline', "
      "'drop', 'keep', 'add_fields'"),

@@ -225,3 +225,16 @@ async def test_cursor_past_the_store_end_or_lost_to_retention(tmp_path: Path) ->
     store.close()
     assert [e.line for e in sink.got] == ["a", "b"]
     assert "the store was reset" in notices[0]
+
+
+def test_syslog_datagrams_keep_their_header_and_utf8_whole() -> None:
+    from logging_bus.sinks.syslog import MAX_DATAGRAM, format_message
+
+    event = Event(seq=1, time=0.0, container="web", source="stdout", line="é" * 40000,
+                  fields={"big": "ü" * 5000, "n": "1"})
+    message = format_message(event, facility=1, hostname="h", project="p", limit=MAX_DATAGRAM)
+    assert len(message) <= MAX_DATAGRAM
+    text = message.decode()  # cut on a character boundary
+    assert '[fields@32473 big="' in text and ' n="1"]' in text  # structured data whole
+    whole = format_message(event, facility=1, hostname="h", project="p")
+    assert len(whole) > MAX_DATAGRAM  # TCP: nothing cut
