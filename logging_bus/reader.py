@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from logging_bus.store import LogStore
 
 
+
+MAX_JOIN_PIECES = 64  # 16 KiB pieces joined into one record at most: 1 MiB
+
 class Chunk(NamedTuple):
     """Consecutive records of one block: ``data`` is their bytes exactly as written."""
 
@@ -193,9 +196,17 @@ class Reader:
                     held = pending.get(hdr.source_id) if join else None
                     if join and partial and not hdr.flags & FLAG_FINAL:  # a piece: keep it
                         if held is None:
-                            pending[hdr.source_id] = (seq, [line])
+                            pending[hdr.source_id] = held = (seq, [line])
                         else:
                             held[1].append(line)
+                        if len(held[1]) < MAX_JOIN_PIECES:
+                            continue
+                        # A line with no end in sight (a progress bar, a blob): out in 1 MiB
+                        # records marked partial, so memory stays bounded.
+                        del pending[hdr.source_id]
+                        left -= 1
+                        yield Record(seq=seq, time=t, container=container, source=source,
+                                     line=b"".join(held[1]), partial=True)
                         continue
                     if held is not None:
                         del pending[hdr.source_id]

@@ -96,6 +96,22 @@ def test_long_lines_are_cut_at_16_kib_and_joined(store: LogStore) -> None:
     assert b"".join(c.data for c in store.read_raw(1)) == data
 
 
+def test_a_line_over_1_mib_is_joined_in_1_mib_records(store: LogStore) -> None:
+    """A line with no end in sight (a progress bar with \\r, a blob) never makes a reader
+    hold it whole: 64 pieces (1 MiB) at most per record, the first ones marked partial."""
+    from logging_bus.reader import MAX_JOIN_PIECES
+
+    huge = b"p" * (MAX_JOIN_PIECES * MAX_LINE * 2 + 1000)
+    for i in range(0, len(huge), 65536):
+        store.append("c", "stdout", huge[i:i + 65536])
+    store.append("c", "stdout", b"\nafter\n")
+    records = list(store.read(1))
+    assert [len(r.line) for r in records] == [MAX_JOIN_PIECES * MAX_LINE] * 2 + [1000, 5]
+    assert [r.partial for r in records] == [True, True, False, False]
+    assert b"".join(r.line for r in records[:3]) == huge
+    assert list(store.read(1, limit=1))[0].line == huge[:MAX_JOIN_PIECES * MAX_LINE]
+
+
 def test_long_line_without_newline_at_eof(store: LogStore) -> None:
     store.append("c", "stdout", b"x" * (2 * MAX_LINE))  # two pieces, nothing held
     assert store.flush("c", "stdout") == 3  # an empty last piece ends the line
