@@ -109,7 +109,8 @@ def test_a_line_over_1_mib_is_joined_in_1_mib_records(store: LogStore) -> None:
     assert [len(r.line) for r in records] == [MAX_JOIN_PIECES * MAX_LINE] * 2 + [1000, 5]
     assert [r.partial for r in records] == [True, True, False, False]
     assert b"".join(r.line for r in records[:3]) == huge
-    assert list(store.read(1, limit=1))[0].line == huge[:MAX_JOIN_PIECES * MAX_LINE]
+    [first] = store.read(1, limit=1)
+    assert first.line == huge[:MAX_JOIN_PIECES * MAX_LINE]
 
 
 def test_long_line_without_newline_at_eof(store: LogStore) -> None:
