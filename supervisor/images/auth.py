@@ -58,7 +58,12 @@ def _read(path: Path) -> dict[str, Any]:
         return {}
     except (OSError, ValueError) as e:
         raise SupervisorError(f"{path}: not a readable credentials file ({e})") from e
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    if not isinstance(data.get("auths", {}), dict):
+        raise SupervisorError(f"{path}: auths: expected an object of registries, got "
+                              f"{type(data['auths']).__name__}")
+    return data
 
 
 def _decode(entry: object) -> Credentials | None:

@@ -343,6 +343,7 @@ class Builder:
         dest_path = dest if dest.startswith("/") else os.path.join(workdir, dest)
         into_dir = dest.endswith("/") or len(selected) > 1 or any(
             n == "" for _, n in selected)
+        mode = _mode(ins.flags.get("chmod"), self.where(ins))
         lower: list[str] = []
         if state.image is not None:
             lower = from_image(self.store, state.image, state.key).lower
@@ -358,7 +359,6 @@ class Builder:
             kernel.mount("overlay", merged, "overlay", kernel.MS_NODEV, options)
             try:
                 owner = _owner(ins.flags.get("chown"), merged, self.where(ins))
-                mode = int(ins.flags["chmod"], 8) if "chmod" in ins.flags else None
                 for path, name in selected:
                     self._copy_one(ins, merged, dest_path, into_dir, path, name, owner, mode)
             finally:
@@ -367,6 +367,8 @@ class Builder:
         except OSError as e:
             raise BuildError(f"{self.where(ins)}: {ins.name}: {e.strerror}: {e.filename}"
                              ) from e
+        except kernel.SetupError as e:  # the overlay mount, or a destination's symlinks
+            raise BuildError(f"{self.where(ins)}: {ins.name}: {e}") from e
         finally:
             remove_tree(work)
         return self._commit_layer(state, written, ins.text)
@@ -374,16 +376,19 @@ class Builder:
     def _copy_one(self, ins: cf.Instruction, merged: str, dest: str, into_dir: bool,
                   src: Path, name: str, owner: tuple[int, int], mode: int | None) -> None:
         target = kernel.secure_join(merged, dest)
-        if src.is_dir():
+        if src.is_dir() and not src.is_symlink():  # a symlink is copied as one (Docker's)
             os.makedirs(target, exist_ok=True)
             entries = self.context.files_under(src)
             for path, rel in entries:
                 _place(path, kernel.secure_join(merged, os.path.join(dest, rel)), owner, mode)
             return
-        if ins.name == "ADD" and tarfile.is_tarfile(src):
+        if ins.name == "ADD" and not src.is_symlink() and tarfile.is_tarfile(src):
             os.makedirs(target, exist_ok=True)
-            with tarfile.open(src) as tar:
-                tar.extractall(target, numeric_owner=True, filter="tar")
+            try:
+                with tarfile.open(src) as tar:
+                    tar.extractall(target, numeric_owner=True, filter="tar")
+            except tarfile.TarError as e:  # the filter's refusals (a path outside...) too
+                raise BuildError(f"{self.where(ins)}: ADD {name or src.name}: {e}") from e
             return
         if into_dir or os.path.isdir(target):
             os.makedirs(target, exist_ok=True)
@@ -411,6 +416,19 @@ def _place(src: Path, target: str, owner: tuple[int, int], mode: int | None) -> 
         os.chmod(target, mode)
     elif not os.path.islink(target):
         os.chmod(target, st.st_mode & 0o7777)
+
+
+def _mode(spec: str | None, where: str) -> int | None:
+    if spec is None:
+        return None
+    try:
+        mode = int(spec, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise BuildError(f"{where}: --chmod: expected an octal mode such as 755, got {spec!r}",
+                         exit_code=2)
+    return mode
 
 
 def _owner(spec: str | None, root: str, where: str) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.errors import UsageError
+from supervisor.linux.init import SetupError, secure_join
 
 IGNORE_FILES = (".containerignore", ".dockerignore")
 
@@ -98,15 +99,35 @@ class Context:
                 raise UsageError(f"{where}: {src}: outside the build context")
             if any(c in rel for c in "*?["):
                 found = [p for p in self._all() if fnmatch.fnmatchcase(p, rel)]
+            elif rel == ".":
+                found = [rel]
             else:
-                found = [rel] if rel == "." or os.path.lexists(self.root / rel) else []
+                inside = self._inside(rel, f"{where}: {src}")
+                found = [inside] if inside is not None else []
             found = [p for p in found if p == "." or not self.ignored(p)]
             if not found:
                 raise UsageError(f"{where}: {src}: no such file in the build context")
             for p in found:
                 path = self.root / p if p != "." else self.root
-                out.append((path, "" if path.is_dir() else os.path.basename(p)))
+                # A symlink source is copied as the symlink (never what it points to).
+                is_dir = path.is_dir() and not path.is_symlink()
+                out.append((path, "" if is_dir else os.path.basename(p)))
         return out
+
+    def _inside(self, rel: str, where: str) -> str | None:
+        """`rel` with its parent folders' symlinks resolved inside the context (BuildKit's
+        scoped resolution: `ln -s /etc evil` then `evil/passwd` names ctx/etc/passwd), as a
+        path of real folders under the root; None when nothing is there."""
+        head, _, base = rel.rpartition("/")
+        try:
+            parent = secure_join(str(self.root), head) if head else str(self.root)
+        except SetupError as e:
+            raise UsageError(f"{where}: {e}") from e
+        path = os.path.join(parent, base)
+        if not os.path.lexists(path):
+            return None
+        found = os.path.relpath(path, self.root)
+        return None if found == "." else found
 
     def _all(self) -> list[str]:
         names = []

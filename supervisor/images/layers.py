@@ -13,12 +13,14 @@ DiffID = sha256 of the uncompressed tar; the blob's digest is that of the bytes 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import os
 import stat
 import subprocess
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,10 @@ class LayerError(SupervisorError):
     """A layer could not be made or unpacked."""
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
 class _Hashing:
     """A write-only file that hashes and counts what passes through to `inner`."""
 
@@ -56,6 +62,23 @@ class _Hashing:
 
     def flush(self) -> None:
         self.inner.flush()
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.sha.hexdigest()
+
+
+class _HashingReader:
+    """A read-only file that hashes what is read from `inner` (a layer's DiffID)."""
+
+    def __init__(self, inner: IO[bytes] | gzip.GzipFile) -> None:
+        self.inner = inner
+        self.sha = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.inner.read(size)
+        self.sha.update(data)
+        return data
 
     @property
     def digest(self) -> str:
@@ -162,15 +185,32 @@ def _add(tar: tarfile.TarFile, rel: str, p: Path, st: os.stat_result) -> None:
         info.mtime = int(st.st_mtime)
         tar.addfile(info)
         return
-    info = tar.gettarinfo(str(p), rel)
-    if info is None:  # a socket: not part of a filesystem image
-        return
-    info.uname = info.gname = ""  # numeric ownership, as every image tool reads it
-    if info.isreg():
-        with open(p, "rb") as f:
+    if stat.S_ISREG(st.st_mode):
+        # The walk's lstat is stale by now: a running container may have put a symlink (to
+        # anything on the host) in the file's place, so the file read must be the one seen.
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ELOOP):
+                raise
+            raise LayerError(f"{rel}: replaced while the layer was being written") from e
+        with os.fdopen(fd, "rb") as f:
+            now = os.fstat(fd)
+            if (now.st_dev, now.st_ino, stat.S_IFMT(now.st_mode)) != \
+                    (st.st_dev, st.st_ino, stat.S_IFMT(st.st_mode)):
+                raise LayerError(f"{rel}: replaced while the layer was being written")
+            info = tar.gettarinfo(arcname=rel, fileobj=f)
+            info.uname = info.gname = ""  # numeric ownership, as every image tool reads it
             tar.addfile(info, f)
-    else:
-        tar.addfile(info)
+        return
+    found = tar.gettarinfo(str(p), rel)
+    if found is None:  # a socket: not part of a filesystem image
+        return
+    info = found
+    info.uname = info.gname = ""
+    if info.isreg():  # was something else at the walk: it changed meanwhile
+        raise LayerError(f"{rel}: replaced while the layer was being written")
+    tar.addfile(info)
     if stat.S_ISDIR(st.st_mode) and is_opaque(p):
         marker = tarfile.TarInfo(f"{rel}/{OPAQUE_MARKER}")
         marker.mtime = int(st.st_mtime)
@@ -181,11 +221,22 @@ def _add(tar: tarfile.TarFile, rel: str, p: Path, st: os.stat_result) -> None:
 
 
 def _open_stream(blob: Path, media_type: str,
-                 ) -> tuple[IO[bytes], subprocess.Popen[bytes] | None]:
-    if media_type == oci.OCI_LAYER_ZSTD or media_type.endswith("+zstd"):
-        proc = subprocess.Popen(["zstd", "-dcq", str(blob)], stdout=subprocess.PIPE)
+                 ) -> tuple[IO[bytes] | gzip.GzipFile, subprocess.Popen[bytes] | None]:
+    """The layer's uncompressed tar (the compression found by its first bytes, as Docker's
+    reader does, so a mislabelled layer still reads)."""
+    with open(blob, "rb") as f:
+        head = f.read(4)
+    if head == _ZSTD_MAGIC or media_type == oci.OCI_LAYER_ZSTD or media_type.endswith("+zstd"):
+        try:
+            proc = subprocess.Popen(["zstd", "-dcq", "--", str(blob)], stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL)
+        except OSError as e:
+            raise LayerError(f"layer {blob.name}: cannot run zstd to decompress it "
+                             f"({e.strerror}; install zstd)") from e
         assert proc.stdout is not None
         return proc.stdout, proc
+    if head.startswith(_GZIP_MAGIC):
+        return gzip.open(blob, "rb"), None
     return open(blob, "rb"), None
 
 
@@ -209,6 +260,25 @@ def _check_parents(dest: Path, rel: str) -> None:
             raise LayerError(f"{rel}: its parent {part} is not a directory in this layer")
 
 
+def _link_source(dest: Path, rel: str, linkname: str) -> Path:
+    """The file a hard link entry names: a regular file already unpacked in this layer and
+    reached through directories only (an earlier symlink entry could point anywhere)."""
+    refused = LayerError(f"{rel}: a hard link to {linkname}, which is not a file of this "
+                         "layer")
+    cur = dest
+    for part in _clean_name(linkname).split("/"):
+        if not stat.S_ISDIR(os.lstat(cur).st_mode):
+            raise refused
+        cur = cur / part
+    try:
+        st = os.lstat(cur)
+    except FileNotFoundError:
+        raise refused from None
+    if not stat.S_ISREG(st.st_mode):
+        raise refused
+    return cur
+
+
 def _make_room(target: Path, member: tarfile.TarInfo) -> None:
     """A later entry replaces an earlier one of the same name (tar semantics)."""
     try:
@@ -225,12 +295,30 @@ def _make_room(target: Path, member: tarfile.TarInfo) -> None:
         os.unlink(target)
 
 
-def unpack(blob: Path, media_type: str, dest: Path) -> None:
-    """Unpacks a layer blob into the empty directory dest, whiteouts as overlayfs's."""
-    stream, proc = _open_stream(blob, media_type)
+def _hard_link(dest: Path, rel: str, member: tarfile.TarInfo) -> None:
+    """A hard link entry, its attributes then set on the (shared) file, as Docker does."""
+    source = _link_source(dest, rel, member.linkname)
+    target = dest / rel
+    _make_room(target, member)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.link(source, target, follow_symlinks=False)
+    if os.geteuid() == 0:
+        os.chown(target, member.uid, member.gid, follow_symlinks=False)
+    os.chmod(target, member.mode & 0o7777)
+    os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
+
+
+def unpack(blob: Path, media_type: str, dest: Path, diff_id: str | None = None) -> None:
+    """Unpacks a layer blob into the empty directory dest, whiteouts as overlayfs's; with
+    `diff_id`, refuses a tar whose digest is another (dest is then to be thrown away)."""
+    try:
+        stream, proc = _open_stream(blob, media_type)
+    except OSError as e:
+        raise LayerError(f"layer {blob.name}: {e.strerror}") from e
+    hashed = _HashingReader(stream)
     dirs: list[tarfile.TarInfo] = []
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        with tarfile.open(fileobj=hashed, mode="r|") as tar:  # type: ignore[call-overload]
             for member in tar:
                 rel = _clean_name(member.name)
                 if not rel:
@@ -249,7 +337,8 @@ def unpack(blob: Path, media_type: str, dest: Path) -> None:
                         os.mknod(target, stat.S_IFCHR, os.makedev(0, 0))
                     continue
                 if member.islnk():
-                    member.linkname = _clean_name(member.linkname)
+                    _hard_link(dest, rel, member)
+                    continue
                 target = dest / rel
                 _make_room(target, member)
                 member.name = rel
@@ -258,15 +347,25 @@ def unpack(blob: Path, media_type: str, dest: Path) -> None:
                 if member.isdir():
                     dirs.append(member)
             # Children changed the directories' times: set them last, as extractall does.
+            # (A later entry may have put a symlink in a directory's place: not followed.)
             for member in reversed(dirs):
                 with contextlib.suppress(OSError):
-                    os.utime(dest / member.name, (member.mtime, member.mtime))
-    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as e:
+                    os.utime(dest / member.name, (member.mtime, member.mtime),
+                             follow_symlinks=False)
+        while hashed.read(1 << 20):  # the DiffID covers the end-of-archive padding too
+            pass
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise LayerError(f"layer {blob.name}: {e}") from e
     finally:
         stream.close()
         if proc is not None:
             proc.wait()
+    if proc is not None and proc.returncode != 0:
+        raise LayerError(f"layer {blob.name}: zstd could not decompress it "
+                         f"(exit code {proc.returncode})")
+    if diff_id is not None and hashed.digest != diff_id:
+        raise LayerError(f"layer {blob.name}: content does not match the image's diff_id "
+                         f"{diff_id}, got {hashed.digest}")
 
 
 # -- what changed ---------------------------------------------------------------------------

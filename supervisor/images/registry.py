@@ -142,7 +142,13 @@ class Registry:
             raise RegistryError(f"{self.domain}: token from {params['realm']}: HTTP "
                                 f"{r.status_code}" + (" (wrong username or password?)"
                                                       if r.status_code == 401 else ""))
-        body = r.json()
+        try:
+            body = r.json()
+        except ValueError:  # JSONDecodeError, or a body that is not UTF-8
+            body = None
+        if not isinstance(body, dict):
+            raise RegistryError(f"{self.domain}: token from {params['realm']}: not a JSON "
+                                "object")
         token = body.get("token") or body.get("access_token")
         if not isinstance(token, str):
             raise RegistryError(f"{self.domain}: token from {params['realm']}: no token")

@@ -132,7 +132,15 @@ class Store:
         return self.layers_dir / _hex(chain_id)
 
     def ensure(self) -> None:
-        for d in (self.blobs, self.layers_dir, self.tmp, self.cache_dir):
+        # Unpacked layers hold images' setuid files and device nodes as they are: only root
+        # may reach them (overlay mounts are made by root), as Docker's 0710 and podman's
+        # 0700 folders.  Blobs stay readable (a tar's setuid bits are inert).
+        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o711)
+        for d in (self.layers_dir, self.tmp):
+            d.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(d, 0o700)
+        for d in (self.blobs, self.cache_dir):
             d.mkdir(parents=True, exist_ok=True)
         layout = self.root / "oci-layout"
         if not layout.exists():
@@ -303,19 +311,23 @@ class Store:
     def unpacked(self, image: Image) -> list[Path]:
         """The image's layers as overlay lower dirs, bottom first, unpacking what is not yet."""
         out = []
-        for desc, chain_id in zip(image.manifest.layers, chain_ids(image.diff_ids), strict=True):
-            out.append(self.unpack_layer(desc, chain_id))
+        for desc, diff_id, chain_id in zip(image.manifest.layers, image.diff_ids,
+                                           chain_ids(image.diff_ids), strict=True):
+            out.append(self.unpack_layer(desc, diff_id, chain_id))
         return out
 
-    def unpack_layer(self, desc: oci.Descriptor, chain_id: str) -> Path:
+    def unpack_layer(self, desc: oci.Descriptor, diff_id: str, chain_id: str) -> Path:
+        """The layer unpacked under its ChainID, once its tar is checked to be `diff_id`'s:
+        the folder is shared by every image naming that ChainID, so an image claiming
+        another's DiffID must not get to fill it."""
         final = self.layer_path(chain_id)
         if final.is_dir():
             return final
         self.ensure()
         work = Path(tempfile.mkdtemp(prefix="unpack-", dir=self.tmp))
         try:
-            layers.unpack(self.blob_path(desc.digest), desc.mediaType, work)
-            os.chmod(work, 0o755)
+            layers.unpack(self.blob_path(desc.digest), desc.mediaType, work, diff_id)
+            os.chmod(work, 0o755)  # the image's "/" (reachable by root only: layers/ is 0700)
             try:
                 work.rename(final)
             except OSError:  # another process unpacked it first

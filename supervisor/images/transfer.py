@@ -217,9 +217,12 @@ def _fetch(store: Store, reg: Registry, desc: oci.Descriptor, progress: Progress
     try:
         with reg.blob(desc.digest) as chunks, open(tmp, "wb") as f:
             for chunk in chunks:
+                got += len(chunk)
+                if got > desc.size:  # no filling the disk past what the manifest declared
+                    raise ImageError(f"{reg.domain}/{reg.repository}: blob {desc.digest}: "
+                                     f"more than the {desc.size} bytes declared")
                 f.write(chunk)
                 h.update(chunk)
-                got += len(chunk)
                 progress.bar(desc.digest, "Downloading", got, desc.size)
         actual = "sha256:" + h.hexdigest()
         if actual != desc.digest or got != desc.size:
