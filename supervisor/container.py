@@ -176,6 +176,7 @@ class Container:
         if not (cfg.entrypoint or cfg.command or (image and image.has_command())):
             raise ContainerError(cfg.name, "no command specified")
         try:
+            paths.ensure_private()
             for sub in ("upper", "work", "merged"):
                 (d / sub).mkdir(parents=True, exist_ok=True)
             mounts = resolve_mounts(cfg, Volumes(paths), peers or {}, anonymous)

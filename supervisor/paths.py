@@ -37,6 +37,14 @@ class ProjectPaths:
     def for_project(cls, project: str, environ: Mapping[str, str] = os.environ) -> ProjectPaths:
         return cls(project, state_root(environ) / project, run_root(environ) / project)
 
+    def ensure_private(self) -> None:
+        """The project's state folder, 0700: writable layers and volumes hold what containers
+        made — setuid-root files among them — which no other user of this host may reach
+        (Docker keeps /var/lib/docker 0710 for the same reason)."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        if self.state.stat().st_mode & 0o077:
+            os.chmod(self.state, 0o700)
+
     @property
     def containers(self) -> Path:
         return self.state / "containers"

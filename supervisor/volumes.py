@@ -51,6 +51,7 @@ class Volumes:
         data = self._dir(name) / "_data"
         if not data.is_dir():
             try:
+                self.paths.ensure_private()
                 data.mkdir(parents=True, exist_ok=True)
                 labels = {"com.docker.compose.project": self.paths.project}
                 if not self._is_anonymous(name):

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from supervisor.paths import ProjectPaths
 from tests.privileged.supervised import Supervised, make_stack, sv
 
@@ -488,3 +490,44 @@ def test_no_supervisor_behind_a_foreground_run(project: ProjectPaths, busybox_ro
         if run.poll() is None:
             run.kill()
             run.wait()
+
+
+def test_the_projects_state_is_out_of_other_users_reach(
+        stack: list[Supervised], project: ProjectPaths, tmp_path: Path, busybox_rootfs: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container (root inside) can make a setuid-root file in its writable layer or a
+    volume; no other user of the host may reach it there, even when every folder above the
+    state dir is open to all (pytest's own temp folders are not: a world-open one here)."""
+    import shutil
+    import stat as st
+    import tempfile
+
+    open_dir = Path(tempfile.mkdtemp(prefix="sv-perm-"))
+    os.chmod(open_dir, 0o755)
+    try:
+        monkeypatch.setenv("SUPERVISE_STATE_DIR", str(open_dir / "state"))
+        paths = ProjectPaths.for_project(project.project, os.environ)
+        s = make(stack, paths, tmp_path, """
+[containers.a]
+rootfs = "ROOTFS"
+command = ["sh", "-c", "cp /bin/busybox /suid && chmod 4755 /suid && sleep 300"]
+volumes = ["data:/data"]
+stop_grace_period = "0s"
+""", busybox_rootfs)
+        assert s.up().returncode == 0
+        s.wait_state("a", "running")
+        assert st.S_IMODE(paths.state.stat().st_mode) == 0o700
+        upper = paths.container("a") / "upper" / "suid"
+        for _ in range(100):
+            if upper.exists():
+                break
+            time.sleep(0.05)
+        assert upper.stat().st_mode & st.S_ISUID  # it is there, setuid root...
+        # (setpriv resolves its command before it drops to nobody: a shell execs it after)
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            "/bin/sh", "-c", f"exec {upper} true"],
+                           capture_output=True, text=True)
+        assert r.returncode != 0 and "ermission denied" in r.stderr  # ...out of reach
+        s.down("-v")
+    finally:
+        shutil.rmtree(open_dir, ignore_errors=True)
