@@ -28,7 +28,7 @@ import httpx
 import msgspec
 
 from supervisor.errors import ApiError, NoSupervisor, SupervisorError
-from supervisor.lightclient import parse_head, read_body, read_head  # stdlib: one copy
+from supervisor.lightclient import parse_head  # stdlib: one copy
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -258,43 +258,10 @@ class Client(_Common):
         The response head is consumed exactly (peeked, then read to its end), so whatever
         the server sends right behind it is still in the socket for the caller's ``recv``.
         """
-        what = f"{method} {path}"
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            try:
-                sock.connect(self.socket_path)
-            except OSError as exc:
-                raise self.connect_failed(exc) from exc
-            content = _content(body) or b""
-            target = urllib.parse.quote(path, safe="/?=&%")
-            params = _params(query)
-            if params is not None:
-                target += ("&" if "?" in target else "?") + str(params)
-            head = (f"{method} {target} HTTP/1.1\r\nHost: supervise\r\n"
-                    "Connection: Upgrade\r\nUpgrade: tcp\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {len(content)}\r\n\r\n")
-            try:
-                sock.sendall(head.encode("ascii") + content)
-                status, headers = read_head(sock, what)
-                if status >= 300:
-                    raise _error(status, read_body(sock, headers), what)
-                if status != 101:
-                    raise SupervisorError(f"{what}: expected the connection upgraded (101), "
-                                          f"got HTTP {status}")
-            except TimeoutError as exc:
-                raise SupervisorError(
-                    f"{what}: no answer from the supervisor within {self.timeout:g} s"
-                ) from exc
-            except OSError as exc:
-                raise SupervisorError(
-                    f"{what}: the supervisor closed the connection ({exc.strerror or exc})"
-                ) from exc
-        except BaseException:
-            sock.close()
-            raise
-        sock.settimeout(None)
-        return sock
+        from supervisor.lightclient import LightClient  # the one copy of the hijack
+
+        return LightClient(self.socket_path, self.timeout, project=self.project).upgrade(
+            method, path, body, **query)
 
 
 # --- asyncio ------------------------------------------------------------------------------
