@@ -354,9 +354,8 @@ class Builder:
             for sub in ("upper", "work", "merged", "empty"):
                 (work / sub).mkdir()
             merged = str(work / "merged")
-            options = f"lowerdir={':'.join(lower or [str(work / 'empty')])}," \
-                      f"upperdir={work / 'upper'},workdir={work / 'work'}"
-            kernel.mount("overlay", merged, "overlay", kernel.MS_NODEV, options)
+            kernel.mount_overlay(merged, lower or [str(work / "empty")], str(work / "upper"),
+                                 str(work / "work"))
             try:
                 owner = _owner(ins.flags.get("chown"), merged, self.where(ins))
                 for path, name in selected:

@@ -85,8 +85,10 @@ TIOCSCTTY = 0x540E
 
 # Syscall numbers glibc has no wrapper for (or only a recent one).
 _SYSCALLS = {
-    "x86_64": {"clone": 56, "pivot_root": 155, "mount_setattr": 442},
-    "aarch64": {"clone": 220, "pivot_root": 41, "mount_setattr": 442},
+    "x86_64": {"clone": 56, "pivot_root": 155, "mount_setattr": 442, "move_mount": 429,
+               "fsopen": 430, "fsconfig": 431, "fsmount": 432},
+    "aarch64": {"clone": 220, "pivot_root": 41, "mount_setattr": 442, "move_mount": 429,
+                "fsopen": 430, "fsconfig": 431, "fsmount": 432},
 }[os.uname().machine]
 CLONE_PARENT = 0x00008000
 
@@ -138,6 +140,49 @@ def _check(rc: int, what: str) -> int:
 def mount(src: str | None, tgt: str, fstype: str | None, flags: int = 0,
           data: str | None = None) -> None:
     _check(libc.mount(_b(src), _b(tgt), _b(fstype), flags, _b(data)), f"mount {tgt}")
+
+
+_OPTIONS_MAX = 4000  # mount(2)'s options are one page: ~40 layers of absolute paths
+_FSCONFIG_SET_STRING = 1
+_FSCONFIG_CMD_CREATE = 6
+_MOVE_MOUNT_F_EMPTY_PATH = 4
+_MOUNT_ATTR_NODEV = 4
+
+
+def _syscall(name: str, *args: object) -> int:
+    return int(libc.syscall(ctypes.c_long(_SYSCALLS[name]), *args))
+
+
+def mount_overlay(target: str, lower: list[str], upper: str, work: str) -> None:
+    """An overlay, nodev, lower layers top first.  Past a page of options (an image of
+    more than ~40 layers) the layers go one by one through the new mount API's
+    `lowerdir+` (Linux 6.8), which has no such limit."""
+    options = f"lowerdir={':'.join(lower)},upperdir={upper},workdir={work}"
+    if len(options) < _OPTIONS_MAX:
+        mount("overlay", target, "overlay", MS_NODEV, options)
+        return
+    fs = _syscall("fsopen", ctypes.c_char_p(b"overlay"), ctypes.c_uint(1))  # FSOPEN_CLOEXEC
+    _check(fs if fs < 0 else 0, f"fsopen overlay for {target}")
+    try:
+        for key, value in [*(("lowerdir+", p) for p in lower), ("upperdir", upper),
+                           ("workdir", work)]:
+            _check(_syscall("fsconfig", ctypes.c_int(fs), ctypes.c_uint(_FSCONFIG_SET_STRING),
+                            ctypes.c_char_p(key.encode()), ctypes.c_char_p(value.encode()),
+                            ctypes.c_int(0)), f"overlay {key} {value}")
+        _check(_syscall("fsconfig", ctypes.c_int(fs), ctypes.c_uint(_FSCONFIG_CMD_CREATE),
+                        ctypes.c_void_p(0), ctypes.c_void_p(0), ctypes.c_int(0)),
+               f"overlay of {len(lower)} layers at {target}")
+        mnt = _syscall("fsmount", ctypes.c_int(fs), ctypes.c_uint(1),  # FSMOUNT_CLOEXEC
+                       ctypes.c_uint(_MOUNT_ATTR_NODEV))
+        _check(mnt if mnt < 0 else 0, f"fsmount {target}")
+        try:
+            _check(_syscall("move_mount", ctypes.c_int(mnt), ctypes.c_char_p(b""),
+                            ctypes.c_int(AT_FDCWD), ctypes.c_char_p(target.encode()),
+                            ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH)), f"move_mount {target}")
+        finally:
+            os.close(mnt)
+    finally:
+        os.close(fs)
 
 
 def make_readonly(path: str, flags: int) -> None:
@@ -305,10 +350,8 @@ def build_root(spec: dict[str, Any], staged: bool = False) -> None:
     root = spec["merged"]
     if not staged:
         mount(None, "/", None, MS_REC | MS_PRIVATE)  # / is shared on systemd hosts
-    lower = ":".join(spec["lower"])
     # nodev: a device node on the rootfs or a volume never opens a device (only /dev's do)
-    mount("overlay", root, "overlay", MS_NODEV,
-          f"lowerdir={lower},upperdir={spec['upper']},workdir={spec['work']}")
+    mount_overlay(root, spec["lower"], spec["upper"], spec["work"])
     do_mounts(root, spec["mounts"])
     if staged:
         for name in STAGED:

@@ -162,6 +162,19 @@ def test_a_new_volume_starts_with_the_images_content(context: Path) -> None:
     assert ok("run", "--rm", "seeded:3", "ls", "-A", "/data") == ""
 
 
+def test_an_image_of_sixty_layers_builds_and_runs(context: Path) -> None:
+    """Past ~40 layers mount(2)'s one page of options is full: the layers then go one by
+    one through the new mount API (COPY's overlay in the build, and the container's)."""
+    for i in range(60):
+        (context / f"f{i}").write_text(f"{i}\n")
+    steps = "".join(f"COPY f{i} /layers/\n" for i in range(60))
+    (context / "Containerfile").write_text("FROM scratch\nCOPY rootfs/ /\n" + steps)
+    ok("build", "-t", "deep:1", str(context))
+    assert len(Store.default().resolve("deep:1").manifest.layers) == 61
+    out = ok("run", "--rm", "deep:1", "sh", "-c", "cat /layers/f0 /layers/f59; ls /layers | wc -l")
+    assert out.split() == ["0", "59", "60"]
+
+
 def test_failing_step_names_its_line(context: Path) -> None:
     (context / "Containerfile").write_text(
         "FROM scratch\nCOPY rootfs/ /\n\nRUN echo about to fail; exit 3\n")
