@@ -258,6 +258,7 @@ def open_forwarders(store: LogStore, outputs: Mapping[str, OutputSpec], *,
                     notice: Callable[[str], None]) -> list[Forwarder]:
     """A forwarder per output, each with its own filters' state and its cursor file
     ``directory/NAME.cursor``.  Start each one's ``run`` in the owner's nursery."""
-    return [Forwarder(store, name, spec, open_sink(spec, project=project, notice=notice),
+    return [Forwarder(store, name, spec, open_sink(spec, project=project, notice=notice,
+                                                   store_id=store.id),
                       Pipeline(filters, common), directory / f"{name}.cursor", notice=notice)
             for name, spec in outputs.items()]

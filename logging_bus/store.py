@@ -97,6 +97,7 @@ class LogStore:
         self.retain_seconds = retain_seconds
         self.clock = clock
         self.notices: list[str] = []  # human-readable; the owner prints and clears them
+        self.id = ""  # 16 hex digits, set on open (see _store_id)
         self.segments: list[Segment] = []
         self.names: dict[int, tuple[str, str]] = {}  # source id -> (container, source)
         self._sources: dict[tuple[str, str], _Source] = {}
@@ -138,6 +139,7 @@ class LogStore:
         try:
             directory.mkdir(parents=True, exist_ok=True)
             store._lock()
+            store.id = _store_id(directory)
             if fsync == "1s":
                 store._syncer = threading.Thread(target=store._sync_loop, daemon=True,
                                                  name=f"log-sync {directory}")
@@ -670,3 +672,19 @@ class LogStore:
         with self.reader(start_seq, containers=containers, sources=sources) as reader:
             yield from reader.chunks(until_seq=until_seq)
 
+
+def _store_id(directory: Path) -> str:
+    """This store's own name, made on its first open and kept: a reader outside (a search
+    index) tells its lines from another host's or a reset store's, which share the seqs."""
+    path = directory / "id"
+    try:
+        text = path.read_text().strip()
+        if len(text) == 16 and all(c in "0123456789abcdef" for c in text):
+            return text
+    except FileNotFoundError:
+        pass
+    text = os.urandom(8).hex()
+    tmp = directory / "id.tmp"
+    tmp.write_text(text + "\n")
+    tmp.replace(path)
+    return text

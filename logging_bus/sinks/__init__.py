@@ -51,7 +51,8 @@ class Sink(Protocol):
     async def aclose(self) -> None: ...
 
 
-def open_sink(spec: OutputSpec, *, project: str, notice: Callable[[str], None]) -> Sink:
+def open_sink(spec: OutputSpec, *, project: str, notice: Callable[[str], None],
+              store_id: str = "") -> Sink:
     """The sink for one output's settings; its module is imported only when used."""
     if isinstance(spec, ConsoleOutput):
         from logging_bus.sinks.console import ConsoleSink
@@ -67,5 +68,5 @@ def open_sink(spec: OutputSpec, *, project: str, notice: Callable[[str], None]) 
         return LokiSink(spec, project=project)
     if isinstance(spec, ElasticsearchOutput):
         from logging_bus.sinks.elasticsearch import ElasticsearchSink
-        return ElasticsearchSink(spec, project=project, notice=notice)
+        return ElasticsearchSink(spec, project=project, notice=notice, store_id=store_id)
     raise TypeError(f"not an output: {spec!r}")

@@ -1,12 +1,14 @@
 """The Elasticsearch output: ``POST /_bulk`` with NDJSON, an ``index`` action per line::
 
-    {"index": {"_index": "supervise", "_id": "shop-1234"}}
+    {"index": {"_index": "supervise", "_id": "shop-9f86d081884c7d65-1234"}}
     {"@timestamp": "2026-12-04T22:10:01.123456Z", "message": "...", "project": "shop",
      "container": "web", "source": "stdout", "seq": 1234, ...fields}
 
-``_id`` is the project and the seq, so a batch delivered twice (at-least-once: a retry after
-a lost response, a restart before the cursor was saved) overwrites its documents instead of
-adding copies.  The filters' fields sit beside the document's own keys, which win on a clash.
+``_id`` is the project, the store's id and the seq (seqs alone repeat across hosts with
+one project name and after a store is reset), so a batch delivered twice (at-least-once: a
+retry after a lost response, a restart before the cursor was saved) overwrites its
+documents instead of adding copies.  The filters' fields sit beside the document's own
+keys, which win on a clash.
 A bulk answer of 200 can still carry failed items: those failed with 429 or 5xx make the
 whole batch be retried (harmless, by ``_id``); others (a mapping error) cannot succeed on a
 retry and are reported.
@@ -40,11 +42,13 @@ def iso_time(t: float) -> str:
         "+00:00", "Z")
 
 
-def bulk_body(events: Sequence[Event], *, project: str, index: str) -> bytes:
+def bulk_body(events: Sequence[Event], *, project: str, index: str, store_id: str = "",
+              ) -> bytes:
     encode = msgspec.json.encode
     out = bytearray()
+    prefix = f"{project}-{store_id}-" if store_id else f"{project}-"
     for e in events:
-        out += encode({"index": {"_index": index, "_id": f"{project}-{e.seq}"}})
+        out += encode({"index": {"_index": index, "_id": f"{prefix}{e.seq}"}})
         out += b"\n"
         out += encode({**e.fields, "@timestamp": iso_time(e.time), "message": e.line,
                        "project": project, "container": e.container, "source": e.source,
@@ -55,16 +59,17 @@ def bulk_body(events: Sequence[Event], *, project: str, index: str) -> bytes:
 
 class ElasticsearchSink:
     def __init__(self, spec: ElasticsearchOutput, *, project: str,
-                 notice: Callable[[str], None]) -> None:
+                 notice: Callable[[str], None], store_id: str = "") -> None:
         self.project = project
+        self.store_id = store_id
         self.index = spec.index
         self.notice = notice
         self.http = HttpPoster(spec.url.rstrip("/") + "/_bulk", headers=spec.headers,
                                timeout=spec.timeout)
 
     async def send(self, events: Sequence[Event]) -> None:
-        raw = await self.http.post(bulk_body(events, project=self.project, index=self.index),
-                                   "application/x-ndjson")
+        raw = await self.http.post(bulk_body(events, project=self.project, index=self.index,
+                                             store_id=self.store_id), "application/x-ndjson")
         try:
             answer = msgspec.json.decode(raw, type=_Answer)
         except msgspec.DecodeError as e:

@@ -596,3 +596,15 @@ async def test_stream_raw_history_then_live_in_even_chunks(tmp_path: Path) -> No
         assert len(s.segments) > 2
         until = [c async for c in stream_raw(s, 1, containers={"web"}, until_seq=41)]
         assert b"".join(until) == numbered("w", 0, 20)
+
+
+def test_a_store_has_an_id_of_its_own_kept_across_opens(tmp_path: Path) -> None:
+    a = LogStore.open(tmp_path / "a", fsync="never")
+    b = LogStore.open(tmp_path / "b", fsync="never")
+    first = a.id
+    a.close()
+    b.close()
+    assert len(first) == 16 and first != b.id
+    again = LogStore.open(tmp_path / "a", fsync="never")
+    assert again.id == first
+    again.close()
