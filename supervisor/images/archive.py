@@ -22,7 +22,6 @@ move into place by rename, each verified against its digest.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
@@ -43,7 +42,7 @@ import msgspec
 from supervisor.errors import UsageError
 from supervisor.images import oci
 from supervisor.images.reference import Reference, parse, try_parse
-from supervisor.images.store import Image, ImageError, Store, remove_tree
+from supervisor.images.store import Image, ImageError, Store, atomic_file, remove_tree
 
 FORMATS = ("oci-archive", "docker-archive")
 T = TypeVar("T")
@@ -122,16 +121,8 @@ def save(store: Store, items: list[tuple[Image, Reference | None]], out: IO[byte
 def save_to(store: Store, items: list[tuple[Image, Reference | None]], path: Path, *,
             formats: tuple[str, ...] = FORMATS) -> None:
     """`save -o`: written aside, renamed into place, so a failed save leaves no half file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            save(store, items, f, formats=formats)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        save(store, items, f, formats=formats)
 
 
 def _blob_name(digest: str) -> str:
