@@ -420,6 +420,19 @@ class HostSnapshot:
         return out
 
 
+def finish(workdir: Path, snapshot: HostSnapshot, sv: Supervise | None,
+           words: Sequence[str]) -> list[str]:
+    """The end of every benchmark: a supervisor left by an error or a Ctrl-C brought down,
+    the peers' dirs and the workdir removed; what is left is returned, one line each
+    (`words` name this run's processes)."""
+    if sv is not None and sv.pid() is not None:
+        sv.down()
+    failed = snapshot.cleanup_peer_dirs()
+    remove_workdir(workdir)
+    leftovers = snapshot.leftovers(os.getpid()) + [f"could not remove {f}" for f in failed]
+    return leftovers + processes_mentioning([*words, str(workdir)])
+
+
 def remove_workdir(path: Path) -> None:
     """rm -rf, also through overlay work dirs (whose `work/work` is mode 000)."""
     if not path.exists():

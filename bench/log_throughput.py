@@ -1295,13 +1295,7 @@ def main() -> int:
                 t.stop()
             except Exception as e:  # the others must still be stopped
                 t.anomalies.append(f"stop failed: {type(e).__name__}: {e}")
-        sv = supervise_for(workdir, tag)
-        if sv.pid() is not None:  # a supervisor left by an error or a Ctrl-C
-            sv.down()
-        failed = snapshot.cleanup_peer_dirs()
-        benchlib.remove_workdir(workdir)
-        leftovers = snapshot.leftovers(os.getpid()) + [f"could not remove {f}" for f in failed]
-        leftovers += benchlib.processes_mentioning([tag, str(workdir)])
+        leftovers = benchlib.finish(workdir, snapshot, supervise_for(workdir, tag), [tag])
         for t in tools:
             if isinstance(t, Docker):
                 leftovers += t.leftovers()

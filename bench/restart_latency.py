@@ -553,15 +553,8 @@ def main() -> int:
     finally:
         benchlib.uninterruptible()
         podman_cleanup(workdir, podman_name)
-        # a supervisor left by an error or a Ctrl-C
-        sv = benchlib.Supervise(workdir, project)
-        if sv.pid() is not None:
-            sv.down()
-        failed = snapshot.cleanup_peer_dirs()
-        benchlib.remove_workdir(workdir)
-        leftovers = snapshot.leftovers(os.getpid()) + [f"could not remove {f}" for f in failed]
-        leftovers += benchlib.processes_mentioning([project, podman_name, str(workdir),
-                                                    *snapshot.tags[2:]])
+        leftovers = benchlib.finish(workdir, snapshot, benchlib.Supervise(workdir, project),
+                                    [project, podman_name, *snapshot.tags[2:]])
     if interrupted or error:
         print("leftovers: " + ("none" if not leftovers else "; ".join(leftovers)))
         return 130 if interrupted else 1

@@ -174,13 +174,8 @@ def main() -> int:
     finally:
         benchlib.uninterruptible()
         tmux.kill()
-        sv = benchlib.Supervise(workdir, project)
-        if sv.pid() is not None:
-            sv.down()
-        failed = snap.cleanup_peer_dirs()
-        benchlib.remove_workdir(workdir)
-        leftovers = snap.leftovers(os.getpid()) + [f"could not remove {f}" for f in failed]
-        leftovers += benchlib.processes_mentioning([project, str(workdir)])
+        leftovers = benchlib.finish(workdir, snap, benchlib.Supervise(workdir, project),
+                                    [project])
     if interrupted or error:
         print("leftovers: " + ("none" if not leftovers else "; ".join(leftovers)))
         return 130 if interrupted else 1

@@ -303,13 +303,8 @@ def main() -> int:
     finally:
         benchlib.uninterruptible()
         podman_cleanup(workdir)
-        sv = benchlib.Supervise(workdir, project)
-        if sv.pid() is not None:
-            sv.down()
-        failed = snapshot.cleanup_peer_dirs()
-        benchlib.remove_workdir(workdir)
-        leftovers = snapshot.leftovers(os.getpid()) + [f"could not remove {f}" for f in failed]
-        leftovers += benchlib.processes_mentioning([project, prefix, str(workdir)])
+        leftovers = benchlib.finish(workdir, snapshot, benchlib.Supervise(workdir, project),
+                                    [project, prefix])
     benchlib.progress("done", final=True)
     if error:
         print(f"error: {error}", file=sys.stderr)
